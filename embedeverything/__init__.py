@@ -1,0 +1,47 @@
+"""embedeverything: co-embed any two modalities with frozen encoders and small contrastive heads.
+
+Public API (imported lazily, so that ``ee --help`` and plugin discovery stay fast and torch-free):
+
+- plugin authors: :class:`Encoder`, :class:`Weights`, :class:`Audio`, :class:`BadItem`, :data:`hookimpl`,
+  :func:`sha256_file`;
+- downstream users: :func:`load_adapter`, :func:`pipeline`, :func:`get_encoder`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Encoder": ".encoder",
+    "Weights": ".encoder",
+    "EncoderIdentity": ".encoder",
+    "sha256_file": ".encoder",
+    "Audio": ".items",
+    "BadItem": ".errors",
+    "UserError": ".errors",
+    "PluginError": ".errors",
+    "hookimpl": ".hookspecs",
+    "get_encoder": ".plugins",
+    "register_plugin": ".plugins",
+    "Store": ".store",
+    "load_adapter": ".adapter",
+    "pipeline": ".pipeline",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'embedeverything' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

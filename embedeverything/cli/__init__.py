@@ -1,0 +1,73 @@
+"""The ``ee`` command line: thin typer commands, each calling one library function.
+
+Every error a user can cause becomes one line on stderr and exit status 2 (``EE_DEBUG=1`` shows the
+traceback); a run that finished with failed rows exits 1; Ctrl-C exits 130 with finished work kept.
+Commands live in one module each and import their heavy dependencies inside the function, so that
+``ee --help`` and ``ee encoders`` never import torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from ..errors import EEError
+
+app = typer.Typer(
+    name="ee",
+    help="embedeverything: co-embed any two modalities with frozen encoders and small contrastive heads.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+store_app = typer.Typer(help="Inspect an embedding store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
+
+# Each module adds its commands to ``app`` (or ``store_app``) when imported.
+from . import embed as _embed  # noqa: E402,F401
+from . import encoders as _encoders  # noqa: E402,F401
+from . import store as _store  # noqa: E402,F401
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    debug = bool(os.environ.get("EE_DEBUG"))
+    try:
+        rv = app(args=argv, prog_name="ee", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        raise SystemExit(e.exit_code) from None
+    except click.exceptions.Abort:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to go on", file=sys.stderr)
+        raise SystemExit(130) from None
+    except click.exceptions.UsageError as e:
+        if debug:
+            raise
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        print(f"error: {e.format_message()}{hint}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except click.exceptions.ClickException as e:
+        if debug:
+            raise
+        print(f"error: {e.format_message()}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+    except EEError as e:
+        if debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+    except Exception as e:
+        if debug:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (set EE_DEBUG=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(3) from None
+    raise SystemExit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,186 @@
+"""Decoding a :class:`MediaRef` into a decoded item (see ``items.py``).
+
+These functions run inside decoder processes (``decoder_pool.py``): a hostile file may crash or hang
+the decoder, and that must cost the file, not the run. Every container opened here is closed.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import BadItem
+from .items import Audio
+from .manifest import MediaRef
+
+
+def resolve(ref: MediaRef, root: str | Path | None) -> Path:
+    assert ref.path is not None
+    p = Path(ref.path)
+    return p if p.is_absolute() or root is None else Path(root) / p
+
+
+def decode(ref: MediaRef, root: str | Path | None = None) -> Any:
+    """The decoded item for ``ref``; raises :class:`BadItem` with a reason a user can act on."""
+    if ref.kind == "text" and ref.text is not None:
+        return ref.text
+    path = resolve(ref, root)
+    if not path.exists():
+        raise BadItem(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise BadItem(f"empty file (0 bytes): {path}")
+    if ref.kind == "text":
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError:
+            raise BadItem(f"not UTF-8 text: {path}") from None
+    if ref.kind == "image":
+        return decode_image_file(path)
+    if ref.kind == "audio":
+        return decode_audio_file(path, ref.start, ref.end)
+    if ref.kind == "video_frame":
+        assert ref.t is not None
+        return decode_video_frame(path, ref.t)
+    if ref.kind == "video_audio":
+        return decode_video_audio(path, ref.start, ref.end)
+    raise BadItem(f"unknown media kind {ref.kind!r}")
+
+
+def decode_image_file(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return image_to_rgb_array(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise BadItem(f"unreadable image ({type(e).__name__}: {e})") from None
+
+
+def image_to_rgb_array(im: Any) -> np.ndarray:
+    """A PIL image (any mode) as RGB uint8 [H, W, 3]; also for frames held in memory."""
+    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+
+
+def decode_audio_file(path: Path, start: float | None = None, end: float | None = None) -> Audio:
+    """soundfile first (wav, flac, ogg, mp3); other containers through PyAV."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception:
+        return decode_video_audio(path, start, end)
+    sr = int(info.samplerate)
+    first = int(round((start or 0.0) * sr))
+    last = info.frames if end is None else min(info.frames, int(round(end * sr)))
+    try:
+        data, sr = sf.read(str(path), start=first, stop=max(first, last), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise BadItem(f"unreadable audio ({type(e).__name__}: {e})") from None
+    if data.shape[0] == 0:
+        raise BadItem("no audio samples in the requested window")
+    return Audio(np.ascontiguousarray(data.T), int(sr))
+
+
+def _open_av(path: Path) -> Any:
+    import av
+
+    try:
+        return av.open(str(path), timeout=30)
+    except Exception as e:  # av.error.* are many; all mean "cannot read this file"
+        raise BadItem(f"not a readable media file ({type(e).__name__}: {e})") from None
+
+
+def decode_video_frame(path: Path, t: float) -> np.ndarray:
+    """The frame on screen at ``t`` seconds: the last frame whose time is <= t."""
+    container = _open_av(path)
+    try:
+        if not container.streams.video:
+            raise BadItem("no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if stream.time_base is not None and t > 0:
+            container.seek(int(t / stream.time_base), stream=stream, backward=True, any_frame=False)
+        best = None
+        for frame in container.decode(stream):
+            ft = frame.time
+            if ft is None:
+                continue
+            if best is None or ft <= t + 1e-6:
+                best = frame.to_ndarray(format="rgb24")
+            if ft >= t - 1e-6:
+                break
+        if best is None:
+            raise BadItem(f"no video frame could be decoded at {t:.2f}s")
+        return np.ascontiguousarray(best, dtype=np.uint8)
+    except BadItem:
+        raise
+    except Exception as e:
+        raise BadItem(f"video decoding failed ({type(e).__name__}: {e})") from None
+    finally:
+        container.close()
+
+
+def decode_video_audio(path: Path, start: float | None, end: float | None) -> Audio:
+    """Audio samples of [start, end) seconds, at the stream's own rate and channel count."""
+    import av
+
+    container = _open_av(path)
+    try:
+        if not container.streams.audio:
+            raise BadItem("no audio track")
+        stream = container.streams.audio[0]
+        lo = float(start or 0.0)
+        hi = float("inf") if end is None else float(end)
+        if lo > 1.0 and stream.time_base is not None:
+            container.seek(int((lo - 1.0) / stream.time_base), stream=stream, backward=True)
+        resampler = None
+        pieces: list[np.ndarray] = []
+        rate = None
+        first_time = None
+        for frame in container.decode(stream):
+            if resampler is None:
+                rate = frame.sample_rate
+                resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
+            for out in resampler.resample(frame):
+                if first_time is None:
+                    first_time = float(out.time if out.time is not None else frame.time or 0.0)
+                pieces.append(out.to_ndarray())
+            if frame.time is not None and frame.time > hi:
+                break
+        if not pieces or rate is None or first_time is None:
+            raise BadItem("no audio samples could be decoded")
+        samples = np.concatenate(pieces, axis=1).astype(np.float32, copy=False)
+        i0 = max(0, int(round((lo - first_time) * rate)))
+        i1 = samples.shape[1] if hi == float("inf") else max(i0, int(round((hi - first_time) * rate)))
+        window = samples[:, i0:i1]
+        if window.shape[1] == 0:
+            raise BadItem(f"no audio samples in [{lo:.2f}s, {hi:.2f}s)")
+        return Audio(np.ascontiguousarray(window), int(rate))
+    except BadItem:
+        raise
+    except Exception as e:
+        raise BadItem(f"audio decoding failed ({type(e).__name__}: {e})") from None
+    finally:
+        container.close()
+
+
+def media_duration(path: Path) -> tuple[float | None, float | None, bool]:
+    """(video duration, audio duration, has audio) of a media file, in seconds, from its streams."""
+    container = _open_av(path)
+    try:
+
+        def dur(stream: Any) -> float | None:
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * Fraction(stream.time_base))
+            if container.duration is not None:
+                return container.duration / 1_000_000
+            return None
+
+        v = dur(container.streams.video[0]) if container.streams.video else None
+        a = dur(container.streams.audio[0]) if container.streams.audio else None
+        return v, a, bool(container.streams.audio)
+    finally:
+        container.close()

@@ -1,0 +1,251 @@
+"""`ee embed`: one encoder over one side of a manifest, into the store, resumable.
+
+The unit of work is one chunk of rows (the store's chunk): decode its pending rows in decoder processes,
+embed the good ones in batches that start at the chunk's start (so a resumed run computes exactly the
+batches an uninterrupted one would, and the bytes come out equal), write the block, then mark it done.
+The next chunk is decoded in the background while the model computes the current one.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .decoder_pool import DEFAULT_TIMEOUT, DecoderPool, default_decode_workers
+from .encoder import Encoder, options_key
+from .errors import BadItem, StoreError, UserError
+from .manifest import Manifest, MediaRef, read_manifest
+from .plugins import get_encoder
+from .store import DEFAULT_CHUNK_ROWS, DONE, FAILED, PENDING, EmbeddingArray, Store
+
+
+@dataclass
+class EmbedReport:
+    key: str
+    rows: int
+    done: int
+    failed: int
+    new_done: int = 0
+    new_failed: int = 0
+    chunks_run: int = 0
+    stopped_early: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or self.stopped_early else 0
+
+
+@dataclass
+class ChunkResult:
+    chunk: int
+    new_done: int
+    new_failed: int
+
+
+def array_key(side: str, encoder: Encoder) -> str:
+    return f"{side}.{options_key(encoder.name, encoder.options.model_dump(mode='json'))}"
+
+
+def pin_threads(threads: int | None) -> int:
+    """Pin torch's intra-op threads: CPU results depend on the thread count, so resumed runs match.
+
+    The default is the CPUs this process may use; Dask workers pin 1 (as Dask's nanny does for BLAS).
+    """
+    n = int(threads) if threads else len(os.sched_getaffinity(0))
+    torch = __import__("sys").modules.get("torch")
+    if torch is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def embed_chunk(
+    arr: EmbeddingArray,
+    encoder: Encoder,
+    chunk: int,
+    refs: dict[int, MediaRef],
+    decoded: dict[int, Any],
+    batch_size: int,
+) -> ChunkResult:
+    """Embed the pending rows of one chunk (``decoded``: row -> item or BadItem) and write the block."""
+    lo, hi = arr.chunk_bounds(chunk)
+    values, state, errors = arr.read_chunk(chunk)
+    errors = [str(e) for e in errors]
+    good_rows: list[int] = []
+    good_items: list[Any] = []
+    new_failed = 0
+    for row in sorted(decoded):
+        item = decoded[row]
+        reason = item.reason if isinstance(item, BadItem) else None
+        if reason is None:
+            try:
+                encoder.check_item(item)
+            except BadItem as e:
+                reason = e.reason
+        if reason is not None:
+            state[row - lo], errors[row - lo] = FAILED, reason
+            values[row - lo] = 0.0
+            new_failed += 1
+        else:
+            good_rows.append(row)
+            good_items.append(item)
+    for start in range(0, len(good_items), batch_size):
+        out = encoder._embed_checked(good_items[start : start + batch_size])
+        for k, row in enumerate(good_rows[start : start + batch_size]):
+            values[row - lo] = out[k]
+            state[row - lo], errors[row - lo] = DONE, ""
+    arr.write_chunk(chunk, values, state, errors)
+    return ChunkResult(chunk, len(good_rows), new_failed)
+
+
+def _prefetch(
+    work: list[tuple[int, dict[int, MediaRef]]], pool: DecoderPool, depth: int = 1
+) -> Iterator[tuple[int, dict[int, MediaRef], dict[int, Any]]]:
+    """Decode chunk k+1 in a thread (driving the decoder processes) while the caller embeds chunk k."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for chunk, refs in work:
+                if stop.is_set():
+                    return
+                rows = sorted(refs)
+                items = pool.decode_all([refs[r] for r in rows])
+                q.put((chunk, refs, dict(zip(rows, items, strict=True))))
+            q.put(None)
+        except BaseException as e:  # handed to the consumer, which re-raises
+            q.put(e)
+
+    t = threading.Thread(target=run, name="ee-decode", daemon=True)
+    t.start()
+    try:
+        while True:
+            got = q.get()
+            if got is None:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
+def plan(
+    store: Store, manifest: Manifest, side: str, encoder: Encoder, chunk_rows: int | None
+) -> tuple[EmbeddingArray, list[tuple[int, dict[int, MediaRef]]]]:
+    """Sync the store's rows with the manifest, make the array, list the chunks with pending rows."""
+    want = manifest.modality(side)
+    if encoder.modality != want:
+        raise UserError(
+            f"encoder {encoder.name!r} embeds {encoder.modality}, but side {side} of the manifest is {want}"
+        )
+    rows, _ = store.sync_rows(manifest.pairs)
+    key = array_key(side, encoder)
+    arr = store.ensure_embedding(
+        key,
+        side=side,
+        encoder=encoder.name,
+        options=encoder.options.model_dump(mode="json"),
+        dim=int(encoder.dim),
+        chunk_rows=int(chunk_rows or DEFAULT_CHUNK_ROWS),
+    )
+    state = arr.state()
+    by_chunk: dict[int, dict[int, MediaRef]] = {}
+    for pair, row in zip(manifest.pairs, rows, strict=True):
+        if state[row] == PENDING:
+            by_chunk.setdefault(int(row) // arr.chunk_rows, {})[int(row)] = pair.side(side)
+    return arr, sorted(by_chunk.items())
+
+
+def check_identity(arr: EmbeddingArray, encoder: Encoder) -> list[str]:
+    """Refuse to mix outputs of different weights in one array; a plugin upgrade alone only warns."""
+    ident = encoder.identity()
+    stored = arr.identity
+    if stored is None:
+        arr.set_identity(ident)
+        return []
+    hard, soft = stored.differences(ident)
+    if hard:
+        raise StoreError(
+            f"array {arr.key} was made with other encoder settings ({', '.join(hard)} differ: stored "
+            + ", ".join(f"{k}={getattr(stored, k)!r}" for k in hard)
+            + f"; now {', '.join(f'{k}={getattr(ident, k)!r}' for k in hard)}); "
+            "use another store, or the same weights"
+        )
+    return [f"array {arr.key}: {k} was {getattr(stored, k)!r}, now {getattr(ident, k)!r}" for k in soft]
+
+
+def embed_side(
+    store_location: str,
+    manifest_path: str,
+    side: str,
+    encoder_name: str,
+    options: dict[str, Any] | None = None,
+    *,
+    batch_size: int | None = None,
+    chunk_rows: int | None = None,
+    strict: bool = False,
+    threads: int | None = None,
+    decode_workers: int | None = None,
+    decode_timeout: float = DEFAULT_TIMEOUT,
+    on_start: Callable[[int, int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> EmbedReport:
+    """Embed side ``side`` of a manifest with one encoder into the store; see the module docstring."""
+    manifest = read_manifest(manifest_path)
+    encoder = get_encoder(encoder_name, **(options or {}))
+    store = Store.open(store_location, create=True)
+    with store.writer_lock(array_key(side, encoder)):
+        arr, work = plan(store, manifest, side, encoder, chunk_rows)
+        bs = int(batch_size or encoder.default_batch_size)
+        if bs <= 0 or arr.chunk_rows % bs:
+            raise UserError(
+                f"batch size {bs} must divide the array's chunk of {arr.chunk_rows} rows "
+                "(batches align with chunks so that a resumed run computes the same bytes)"
+            )
+        report = EmbedReport(arr.key, arr.n_rows, 0, 0)
+        todo_rows = sum(len(refs) for _, refs in work)
+        if on_start is not None:
+            on_start(todo_rows, len(manifest.pairs))
+        if work:
+            report.warnings += check_identity(arr, encoder)
+            pin_threads(threads)
+            pool = DecoderPool(decode_workers or default_decode_workers(), decode_timeout, manifest.root)
+            try:
+                for chunk, refs, decoded in _prefetch(work, pool):
+                    res = embed_chunk(arr, encoder, chunk, refs, decoded, bs)
+                    report.new_done += res.new_done
+                    report.new_failed += res.new_failed
+                    report.chunks_run += 1
+                    if on_progress is not None:
+                        on_progress(len(refs))
+                    if strict and res.new_failed:
+                        report.stopped_early = True
+                        break
+            finally:
+                pool.close()
+        counts = arr.counts()
+        report.done, report.failed = counts["done"], counts["failed"]
+        return report
+
+
+def failures(store: Store, key: str | None = None) -> Iterator[tuple[str, str, str]]:
+    """(array, row id, reason) of every failed row."""
+    ids = store.ids()
+    for arr in store.arrays() if key is None else [store.embedding(key)]:
+        st = arr.state()
+        errs = arr.errors()
+        for r in np.flatnonzero(st == FAILED):
+            yield arr.key, str(ids[r]), str(errs[r])

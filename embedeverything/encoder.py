@@ -1,0 +1,252 @@
+"""The encoder contract: what a plugin implements, and what the framework owns.
+
+A plugin subclasses :class:`Encoder`, sets ``name``, ``modality`` and ``dim`` (a class attribute, or a
+property of the options: it must be known without loading weights), and implements ``load`` and
+``embed_batch``. The framework owns ``embed``: it loads lazily, freezes, batches, checks every output and
+names the plugin when something is wrong. Constructing an encoder must stay cheap: ``ee encoders``
+builds one of each to describe them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import BadItem, PluginError, UserError
+from .items import MODALITIES
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Weights(BaseModel):
+    """What ``Encoder.load`` returns: which weights were actually loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_id: str
+    # "sha256:<hex>" of the weights file(s), or "random-init" (then ``seed`` says which)
+    weights: str
+    seed: int | None = None
+
+    @property
+    def random_init(self) -> bool:
+        return self.weights == "random-init"
+
+
+class EncoderIdentity(BaseModel):
+    """Everything that decides an encoder's output; recorded with every stored array and adapter."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    modality: str
+    dim: int
+    plugin: str
+    plugin_version: str
+    model_id: str
+    weights: str
+    seed: int | None = None
+    options: dict[str, Any] = {}
+    shared_space: str | None = None
+
+    # A newer plugin release must not orphan every store and adapter made with an older one.
+    SOFT_FIELDS: ClassVar[tuple[str, ...]] = ("plugin_version",)
+
+    def differences(self, other: EncoderIdentity) -> tuple[list[str], list[str]]:
+        """Fields that differ: (hard, soft). Hard ones change the output; soft ones only warn."""
+        hard, soft = [], []
+        mine, theirs = self.model_dump(), other.model_dump()
+        for key in mine:
+            if mine[key] != theirs[key]:
+                (soft if key in self.SOFT_FIELDS else hard).append(key)
+        return hard, soft
+
+
+def options_key(name: str, options: dict[str, Any]) -> str:
+    """A short stable key for (encoder, options): the name of its array in a store."""
+    import json
+
+    blob = json.dumps({"encoder": name, "options": options}, sort_keys=True, default=str)
+    return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    """``sha256:<hex>`` of a file: how plugins state which weights they loaded."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+class Encoder:
+    """Base class of every encoder. Subclass it in a plugin; see docs/plugins.md."""
+
+    name: ClassVar[str]
+    modality: ClassVar[str]
+    dim: int
+    #: the batch size ``ee embed`` uses unless told otherwise
+    default_batch_size: ClassVar[int] = 32
+    #: a pydantic model of this encoder's options (``--opt key=value`` on the CLI)
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, **options: Any):
+        try:
+            self.options = self.Options(**options)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in e.errors()
+            )
+            raise UserError(f"bad option for encoder {self.name!r}: {problems}") from None
+        self._weights: Weights | None = None
+        # Set by the registry: which installed distribution registered this encoder.
+        self.plugin_name: str = type(self).__module__.split(".")[0]
+        self.plugin_version: str = _module_version(type(self).__module__)
+
+    # ---- what a plugin may override -------------------------------------------------------------
+    @property
+    def shared_space(self) -> str | None:
+        """The name of a space this encoder's output already shares with other encoders (CLIP's
+        image and text towers declare the same one), or None. The trainer keeps such a side as is."""
+        return None
+
+    def weights_source(self) -> str:
+        """Where the weights come from, said without loading them (shown by ``ee encoders``)."""
+        return "none needed"
+
+    def load(self) -> Weights:
+        """Read the weights (lazily: never at import or construction) and say which ones."""
+        raise NotImplementedError
+
+    def check_item(self, item: Any) -> None:
+        """Raise :class:`BadItem` for an input this encoder cannot embed (recorded, not fatal)."""
+
+    def embed_batch(self, items: Sequence[Any]) -> Any:
+        """Decoded items in, a float array ``[len(items), dim]`` out (numpy, or a CPU/GPU tensor)."""
+        raise NotImplementedError
+
+    def torch_modules(self) -> list[Any]:
+        """The torch modules the encoder runs; the framework puts them in eval mode, without grad."""
+        return []
+
+    # ---- what the framework owns ----------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self._weights is not None
+
+    def ensure_loaded(self) -> Weights:
+        if self._weights is None:
+            weights = self.load()
+            if not isinstance(weights, Weights):
+                raise PluginError(self.plugin_name, f"{type(self).__name__}.load() must return Weights")
+            for module in self.torch_modules():
+                module.eval()
+                module.requires_grad_(False)
+            if weights.random_init:
+                print(
+                    f"WARNING: encoder {self.name!r} runs with RANDOM weights (seed {weights.seed}); "
+                    "its embeddings mean nothing and are recorded as such.",
+                    file=sys.stderr,
+                )
+            self._weights = weights
+        return self._weights
+
+    def identity(self) -> EncoderIdentity:
+        w = self.ensure_loaded()
+        return EncoderIdentity(
+            name=self.name,
+            modality=self.modality,
+            dim=int(self.dim),
+            plugin=self.plugin_name,
+            plugin_version=self.plugin_version,
+            model_id=w.model_id,
+            weights=w.weights,
+            seed=w.seed,
+            options=self.options.model_dump(mode="json"),
+            shared_space=self.shared_space,
+        )
+
+    def embed(self, items: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
+        """Embed ``items`` in batches; returns float32 ``[len(items), dim]``.
+
+        Items this encoder rejects raise :class:`BadItem`; use the store runner to record them instead.
+        """
+        self.ensure_loaded()
+        items = list(items)
+        bs = int(batch_size or self.default_batch_size)
+        out = np.empty((len(items), int(self.dim)), dtype=np.float32)
+        for item in items:
+            self.check_item(item)
+        for start in range(0, len(items), bs):
+            batch = items[start : start + bs]
+            out[start : start + len(batch)] = self._embed_checked(batch)
+        return out
+
+    def _embed_checked(self, batch: Sequence[Any]) -> np.ndarray:
+        """One call of the plugin's ``embed_batch``, frozen, with its output checked."""
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            with torch.inference_mode():
+                raw = self.embed_batch(batch)
+        else:
+            raw = self.embed_batch(batch)
+        return self._check_output(raw, len(batch))
+
+    def _check_output(self, raw: Any, n: int) -> np.ndarray:
+        who = f"{self.plugin_name!r} (encoder {self.name!r})"
+        if hasattr(raw, "detach") and hasattr(raw, "cpu"):  # a torch tensor, without importing torch
+            if str(getattr(raw, "dtype", "")) == "torch.bfloat16":
+                raw = raw.float()
+            raw = raw.detach().cpu().numpy()
+        if not isinstance(raw, np.ndarray):
+            raise PluginError(who, f"embed_batch returned {type(raw).__name__}, expected a float array")
+        if raw.dtype.kind != "f":
+            raise PluginError(who, f"embed_batch returned dtype {raw.dtype}, expected float32")
+        if raw.shape != (n, int(self.dim)):
+            raise PluginError(
+                who,
+                f"embed_batch returned shape {tuple(raw.shape)} for {n} items, expected ({n}, {self.dim})",
+            )
+        if not np.isfinite(raw).all():
+            bad = int((~np.isfinite(raw)).any(axis=1).sum())
+            raise PluginError(who, f"embed_batch returned NaN or infinite values in {bad} of {n} rows")
+        return np.ascontiguousarray(raw, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} {self.modality} dim={self.dim}>"
+
+
+def _module_version(module: str) -> str:
+    mod = sys.modules.get(module.split(".")[0])
+    return str(getattr(mod, "__version__", "unknown"))
+
+
+def validate_encoder_class(cls: Any) -> str | None:
+    """Why ``cls`` cannot be registered as an encoder, or None."""
+    if not (isinstance(cls, type) and issubclass(cls, Encoder)):
+        return f"{cls!r} is not a subclass of embedeverything.Encoder"
+    for attr in ("name", "modality"):
+        if not isinstance(getattr(cls, attr, None), str) or not getattr(cls, attr):
+            return f"{cls.__name__} has no {attr!r} (a non-empty str)"
+    if cls.modality not in MODALITIES:
+        return f"{cls.__name__}.modality is {cls.modality!r}; expected one of {', '.join(MODALITIES)}"
+    if cls.embed_batch is Encoder.embed_batch:
+        return f"{cls.__name__} does not implement embed_batch"
+    if cls.load is Encoder.load:
+        return f"{cls.__name__} does not implement load"
+    return None
+
+
+def check_item_or_reason(encoder: Encoder, item: Any) -> str | None:
+    try:
+        encoder.check_item(item)
+    except BadItem as e:
+        return e.reason
+    return None
