@@ -134,7 +134,7 @@ def registry() -> Registry:
         plugin = impl.plugin_name
         found: list[tuple[str, Callable[..., Any]]] = []
         try:
-            impl.function(register=lambda name, factory: found.append((name, factory)))
+            impl.function(register=lambda name, factory, _found=found: _found.append((name, factory)))
         except Exception as e:
             reg.broken.append(Broken(plugin, f"register_losses raised {type(e).__name__}: {e}"))
             continue
