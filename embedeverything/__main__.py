@@ -1,0 +1,3 @@
+from embedeverything.cli import main
+
+main()
