@@ -187,6 +187,18 @@ def check_identity(arr: EmbeddingArray, encoder: Encoder) -> list[str]:
     return [f"array {arr.key}: {k} was {getattr(stored, k)!r}, now {getattr(ident, k)!r}" for k in soft]
 
 
+def resolve_batch_size(asked: int | None, default: int, chunk_rows: int) -> int:
+    """Batches align with chunks (a resumed run computes the same batches, so the same bytes)."""
+    if asked is not None:
+        if asked <= 0 or chunk_rows % asked:
+            raise UserError(
+                f"batch size {asked} must divide the array's chunk of {chunk_rows} rows "
+                "(batches align with chunks so that a resumed run computes the same bytes)"
+            )
+        return int(asked)
+    return max(d for d in range(1, min(default, chunk_rows) + 1) if chunk_rows % d == 0)
+
+
 def embed_side(
     store_location: str,
     manifest_path: str,
@@ -207,14 +219,11 @@ def embed_side(
     manifest = read_manifest(manifest_path)
     encoder = get_encoder(encoder_name, **(options or {}))
     store = Store.open(store_location, create=True)
-    with store.writer_lock(array_key(side, encoder)):
-        arr, work = plan(store, manifest, side, encoder, chunk_rows)
-        bs = int(batch_size or encoder.default_batch_size)
-        if bs <= 0 or arr.chunk_rows % bs:
-            raise UserError(
-                f"batch size {bs} must divide the array's chunk of {arr.chunk_rows} rows "
-                "(batches align with chunks so that a resumed run computes the same bytes)"
-            )
+    key = array_key(side, encoder)
+    with store.writer_lock(key):
+        cr = store.embedding(key).chunk_rows if key in store.keys() else int(chunk_rows or DEFAULT_CHUNK_ROWS)
+        bs = resolve_batch_size(batch_size, encoder.default_batch_size, cr)
+        arr, work = plan(store, manifest, side, encoder, cr)
         report = EmbedReport(arr.key, arr.n_rows, 0, 0)
         todo_rows = sum(len(refs) for _, refs in work)
         if on_start is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from ..errors import EEError
@@ -37,25 +36,42 @@ def fail(message: str, code: int = 2) -> None:
     raise SystemExit(code)
 
 
+def _click_modules() -> list[object]:
+    """Typer releases vendor click (``typer._click``); older ones use click itself. Catch both."""
+    import importlib
+
+    mods = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return mods
+
+
+def _exc(name: str) -> tuple[type[BaseException], ...]:
+    return tuple(getattr(m, name) for m in _click_modules() if hasattr(m, name))
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = bool(os.environ.get("EE_DEBUG"))
     try:
         rv = app(args=argv, prog_name="ee", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        raise SystemExit(e.exit_code) from None
-    except click.exceptions.Abort:
+    except _exc("Exit") as e:
+        raise SystemExit(e.exit_code) from None  # type: ignore[attr-defined]
+    except _exc("Abort"):
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; run the same command again to go on", file=sys.stderr)
         raise SystemExit(130) from None
-    except click.exceptions.UsageError as e:
+    except _exc("UsageError") as e:
         if debug:
             raise
         hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
         print(f"error: {e.format_message()}{hint}", file=sys.stderr)
         raise SystemExit(2) from None
-    except click.exceptions.ClickException as e:
+    except _exc("ClickException") as e:
         if debug:
             raise
         print(f"error: {e.format_message()}", file=sys.stderr)

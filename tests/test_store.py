@@ -1,0 +1,90 @@
+"""The Zarr store: rows keyed by ids, per-row state in arrays, atomic chunks, one writer per array."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedeverything.errors import StoreError, UserError
+from embedeverything.manifest import MediaRef, Pair
+from embedeverything.store import DONE, FAILED, PENDING, Store
+
+
+def pairs(ids: list[str]) -> list[Pair]:
+    return [
+        Pair(id=i, a=MediaRef(kind="text", text=i), b=MediaRef(kind="text", text=i), group="g" + i[:1])
+        for i in ids
+    ]
+
+
+def test_rows_keyed_by_id_and_grown_manifest_appends(tmp_path):
+    s = Store.open(tmp_path / "s.zarr", create=True)
+    rows, new = s.sync_rows(pairs(["m", "c", "x"]))
+    assert list(rows) == [0, 1, 2] and new == 3
+    # a grown manifest, sorted differently, with new ids before and after the old ones
+    rows, new = s.sync_rows(pairs(["a", "c", "m", "b", "x", "z"]))
+    assert new == 3
+    assert dict(zip(["a", "c", "m", "b", "x", "z"], rows.tolist(), strict=True)) == {
+        "m": 0,
+        "c": 1,
+        "x": 2,
+        "a": 3,
+        "b": 4,
+        "z": 5,
+    }
+    reopened = Store.open(tmp_path / "s.zarr")
+    assert list(reopened.ids()) == ["m", "c", "x", "a", "b", "z"]
+    assert list(reopened.rows()["group"]) == ["gm", "gc", "gx", "ga", "gb", "gz"]
+
+
+def test_state_lives_in_arrays_chunked_like_data(tmp_path):
+    s = Store.open(tmp_path / "s.zarr", create=True)
+    s.sync_rows(pairs([f"r{i}" for i in range(10)]))
+    arr = s.ensure_embedding("a.x-1", side="a", encoder="x", options={}, dim=3, chunk_rows=4)
+    for name in ("data", "state", "error"):
+        assert arr.group[name].chunks[0] == 4
+    assert arr.pending_chunks() == [0, 1, 2]
+    lo, hi = arr.chunk_bounds(2)
+    assert (lo, hi) == (8, 10)
+    arr.write_chunk(2, np.ones((2, 3), np.float32), np.array([DONE, FAILED], np.uint8), ["", "bad file"])
+    assert arr.pending_chunks() == [0, 1]
+    assert arr.counts() == {"rows": 10, "done": 1, "failed": 1, "pending": 8}
+    assert arr.errors()[9] == "bad file"
+    assert arr.state()[0] == PENDING
+    with pytest.raises(StoreError):
+        arr.write_chunk(0, np.ones((3, 3), np.float32), np.zeros(3, np.uint8), ["", "", ""])
+
+
+def test_leftover_partial_files_do_not_trip_the_next_writer(tmp_path):
+    s = Store.open(tmp_path / "s.zarr", create=True)
+    s.sync_rows(pairs(["a", "b"]))
+    arr = s.ensure_embedding("a.x-1", side="a", encoder="x", options={}, dim=2, chunk_rows=2)
+    junk = tmp_path / "s.zarr" / "embeddings" / "a.x-1" / "data" / "c" / "0"
+    junk.mkdir(parents=True, exist_ok=True)
+    (junk / "0.3f2a.partial").write_bytes(b"half a chunk")
+    with s.writer_lock("a.x-1"):
+        assert not list((tmp_path / "s.zarr").rglob("*.partial"))
+        arr.write_chunk(0, np.zeros((2, 2), np.float32), np.array([DONE, DONE], np.uint8), ["", ""])
+    assert Store.open(tmp_path / "s.zarr").embedding("a.x-1").counts()["done"] == 2
+
+
+def test_second_writer_is_refused(tmp_path):
+    s = Store.open(tmp_path / "s.zarr", create=True)
+    other = Store.open(tmp_path / "s.zarr")
+    with s.writer_lock("a.k"):
+        with pytest.raises(UserError, match="being written"):
+            with other.writer_lock("a.k"):
+                pass
+    with other.writer_lock("a.k"):  # released when the first writer is done
+        pass
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(UserError, match="no embedding store"):
+        Store.open(tmp_path / "missing.zarr")
+    import zarr
+
+    g = zarr.open_group(str(tmp_path / "foreign.zarr"), mode="a", zarr_format=3)
+    g.create_array("x", shape=(1,), dtype="f4")
+    with pytest.raises(StoreError, match="not an embedeverything store"):
+        Store.open(tmp_path / "foreign.zarr")
