@@ -55,6 +55,8 @@ def _exc(name: str) -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> None:
     debug = bool(os.environ.get("EE_DEBUG"))
+    if not (sys.argv[1:] if argv is None else argv):
+        argv = ["--help"]
     try:
         rv = app(args=argv, prog_name="ee", standalone_mode=False)
     except _exc("Exit") as e:
