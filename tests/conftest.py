@@ -23,7 +23,9 @@ class Result:
     err: str
 
 
-def run_ee(*args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: str | None = None) -> Result:
+def run_ee(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300, cwd: str | None = None
+) -> Result:
     """The installed `ee` as a real subprocess: exit status, stdout, stderr."""
     full_env = {**os.environ, **(env or {})}
     p = subprocess.run(
@@ -87,6 +89,10 @@ def image_manifest(folder: Path, n: int, bad: dict[int, str] | None = None) -> P
             arr = rng.integers(0, 255, size=(30, 40, 3), dtype=np.uint8)
             Image.fromarray(arr).save(folder / name)
         pairs.append(
-            Pair(id=f"p{i:04d}", a=MediaRef(kind="image", path=name), b=MediaRef(kind="text", text=f"caption {i}"))
+            Pair(
+                id=f"p{i:04d}",
+                a=MediaRef(kind="image", path=name),
+                b=MediaRef(kind="text", text=f"caption {i}"),
+            )
         )
     return write_manifest(folder / "manifest.jsonl", pairs, "image", "text")
