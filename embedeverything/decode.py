@@ -167,6 +167,135 @@ def decode_video_audio(path: Path, start: float | None, end: float | None) -> Au
         container.close()
 
 
+VIDEO_EXTENSIONS = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts"}
+)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".mp3", ".m4a", ".aac", ".opus", ".aif", ".aiff"}
+)
+TEXT_EXTENSIONS = frozenset({".txt"})
+
+
+def probe(path: str | Path, kind: str) -> dict[str, Any]:
+    """What ingestion needs to know about one file, found by reading it; raises :class:`BadItem`.
+
+    Runs in decoder processes (``DecoderPool.probe_all``): probing a hostile file crashes and hangs
+    decoders as readily as decoding it does. ``kind`` is video, image, audio or text.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise BadItem(f"file not found: {p}")
+    if not p.is_file():
+        raise BadItem(f"not a regular file: {p}")
+    if p.stat().st_size == 0:
+        raise BadItem(f"empty file (0 bytes): {p}")
+    if kind == "video":
+        return probe_video(p)
+    if kind == "image":
+        im = decode_image_file(p)
+        return {"width": int(im.shape[1]), "height": int(im.shape[0])}
+    if kind == "audio":
+        return probe_audio(p)
+    if kind == "text":
+        try:
+            return {"chars": len(p.read_text(encoding="utf-8"))}
+        except UnicodeDecodeError:
+            raise BadItem(f"not UTF-8 text: {p}") from None
+    raise BadItem(f"unknown media kind {kind!r}")
+
+
+def probe_audio(path: Path) -> dict[str, Any]:
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except Exception:
+        info = None
+    if info is not None and info.frames > 0:
+        return {
+            "audio_start": 0.0,
+            "audio_end": info.frames / float(info.samplerate),
+            "sample_rate": int(info.samplerate),
+            "channels": int(info.channels),
+        }
+    found = probe_video(path, need_video=False)
+    if found["audio_end"] is None:
+        raise BadItem("no audio track")
+    return found
+
+
+def probe_video(path: Path, need_video: bool = True) -> dict[str, Any]:
+    """Stream extents from the packets themselves, plus one decoded frame per stream.
+
+    Headers can lie (a truncated file keeps the duration it was meant to have), so the extents come from
+    demuxing every packet (cheap: nothing is decoded), and the first frame of each stream is decoded to
+    prove the codec works. Keys: video_start/video_end/audio_start/audio_end (seconds, None without
+    that stream), width, height, sample_rate, channels.
+    """
+    container = _open_av(path)
+    try:
+        vs = container.streams.video[0] if container.streams.video else None
+        aus = container.streams.audio[0] if container.streams.audio else None
+        if vs is None and need_video:
+            raise BadItem("no video stream")
+        if vs is None and aus is None:
+            raise BadItem("no video or audio stream")
+        streams = [s for s in (vs, aus) if s is not None]
+        lo: dict[int, float] = {}
+        hi: dict[int, float] = {}
+        decoded: set[int] = set()
+        try:
+            for pkt in container.demux(streams):
+                if pkt.pts is None or pkt.time_base is None:
+                    continue
+                i = pkt.stream.index
+                t0 = float(pkt.pts * pkt.time_base)
+                t1 = float((pkt.pts + (pkt.duration or 0)) * pkt.time_base)
+                lo[i] = min(lo.get(i, t0), t0)
+                hi[i] = max(hi.get(i, t1), t1)
+                if i not in decoded and pkt.size:
+                    if pkt.decode():
+                        decoded.add(i)
+            for s in streams:  # decoders that buffer (threads, reordering) give their first frame on flush
+                if s.index not in decoded and s.index in hi and s.codec_context.decode(None):
+                    decoded.add(s.index)
+        except BadItem:
+            raise
+        except Exception as e:
+            raise BadItem(f"truncated or corrupt media ({type(e).__name__}: {e})") from None
+        out: dict[str, Any] = {"video_start": None, "video_end": None, "audio_start": None, "audio_end": None}
+        for name, s in (("video", vs), ("audio", aus)):
+            if s is None:
+                continue
+            if s.index not in hi:
+                raise BadItem(f"{name} stream has no packets (truncated?)")
+            if s.index not in decoded:
+                raise BadItem(f"{name} stream cannot be decoded ({s.codec_context.name})")
+            declared = _declared_duration(s, container)
+            actual = hi[s.index] - max(0.0, lo[s.index])
+            if declared is not None and declared - actual > max(0.5, 0.05 * declared):
+                raise BadItem(
+                    f"truncated: the {name} stream declares {declared:.2f}s but its data ends at {actual:.2f}s"
+                )
+            out[f"{name}_start"] = max(0.0, lo[s.index])
+            out[f"{name}_end"] = hi[s.index]
+        if vs is not None:
+            out["width"], out["height"] = int(vs.codec_context.width), int(vs.codec_context.height)
+        if aus is not None:
+            out["sample_rate"] = int(aus.codec_context.sample_rate)
+            out["channels"] = int(aus.codec_context.channels)
+        return out
+    finally:
+        container.close()
+
+
+def _declared_duration(stream: Any, container: Any) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * Fraction(stream.time_base))
+    return None
+
+
 def media_duration(path: Path) -> tuple[float | None, float | None, bool]:
     """(video duration, audio duration, has audio) of a media file, in seconds, from its streams."""
     container = _open_av(path)

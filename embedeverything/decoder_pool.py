@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
@@ -23,10 +24,43 @@ from .manifest import MediaRef
 DEFAULT_TIMEOUT = 60.0
 
 
-def _worker_main(conn: Connection) -> None:
-    # One decode at a time; torch is never imported here, and BLAS threads stay at one.
-    from .decode import decode
+# Test-only switches, read by each worker at start: a worker handed a file whose path contains the
+# value dies by SIGSEGV (as FFmpeg does on some truncated streams) or sleeps forever (as blocked demuxing
+# does). They exist so that the tests can prove isolation with a real dead or hung process.
+CRASH_ON_ENV = "EE_TEST_DECODER_CRASH_ON"
+HANG_ON_ENV = "EE_TEST_DECODER_HANG_ON"
 
+
+def _test_faults(path: str | None) -> None:
+    if not path:
+        return
+    crash, hang = os.environ.get(CRASH_ON_ENV), os.environ.get(HANG_ON_ENV)
+    if crash and crash in path:
+        os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep(10)  # the signal is delivered asynchronously
+        os._exit(139)
+    if hang and hang in path:
+        while True:
+            time.sleep(3600)
+
+
+def _handle(op: str, arg: Any, root: str | None) -> Any:
+    from .decode import decode, probe
+
+    if op == "decode":
+        ref = MediaRef.model_validate_json(arg)
+        _test_faults(ref.path)
+        return decode(ref, root)
+    if op == "probe":
+        path, kind = arg
+        _test_faults(path)
+        full = Path(path) if Path(path).is_absolute() or root is None else Path(root) / path
+        return probe(full, kind)
+    raise ValueError(f"unknown decoder request {op!r}")
+
+
+def _worker_main(conn: Connection) -> None:
+    # One request at a time; torch is never imported here, and BLAS threads stay at one.
     while True:
         try:
             msg = conn.recv()
@@ -34,10 +68,9 @@ def _worker_main(conn: Connection) -> None:
             return
         if msg is None:
             return
-        idx, ref_json, root = msg
+        idx, op, arg, root = msg
         try:
-            item = decode(MediaRef.model_validate_json(ref_json), root)
-            conn.send((idx, True, item))
+            conn.send((idx, True, _handle(op, arg, root)))
         except BadItem as e:
             conn.send((idx, False, e.reason))
         except Exception as e:
@@ -86,17 +119,35 @@ class DecoderPool:
                 results[i] = ref.text
             else:
                 todo.append(i)
-        if not todo:
+        got = self._run([("decode", refs[i].model_dump_json()) for i in todo])
+        for i, r in zip(todo, got, strict=True):
+            results[i] = r
+        return results
+
+    def probe_all(self, files: Sequence[tuple[str | Path, str]]) -> list[Any]:
+        """One result per (path, kind): ``decode.probe``'s dict, or a :class:`BadItem` with the reason.
+
+        ``kind`` is video, image, audio or text; relative paths are taken from the pool's root.
+        """
+        return self._run([("probe", (str(path), kind)) for path, kind in files])
+
+    def _run(self, requests: Sequence[tuple[str, Any]]) -> list[Any]:
+        results: list[Any] = [None] * len(requests)
+        if not requests:
             return results
         self._ensure_workers()
-        queue = list(reversed(todo))
+        queue = list(reversed(range(len(requests))))
         busy: dict[Connection, _Worker] = {}
         while queue or busy:
-            for w in self._workers:
+            for w in list(self._workers):
                 if w.task is None and queue:
+                    if not w.proc.is_alive():  # died while idle (OOM killer, a signal): not this file's fault
+                        self._replace(w, busy)
+                        continue
                     i = queue.pop()
+                    op, arg = requests[i]
                     try:
-                        w.conn.send((i, refs[i].model_dump_json(), self.root))
+                        w.conn.send((i, op, arg, self.root))
                     except (BrokenPipeError, OSError):
                         queue.append(i)
                         self._replace(w, busy)
@@ -114,7 +165,7 @@ class DecoderPool:
                 except (EOFError, OSError):
                     w.proc.join(timeout=5)
                     code = w.proc.exitcode
-                    results[w.task] = BadItem(f"decoder crashed (exit code {code})")  # type: ignore[index]
+                    results[w.task] = BadItem(f"decoder crashed ({_exit_reason(code)})")  # type: ignore[index]
                     self.crashes += 1
                     self._replace(w, busy)
                     continue
@@ -153,6 +204,17 @@ class DecoderPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def default_decode_workers() -> int:

@@ -1,0 +1,219 @@
+"""A CSV or JSONL table with one column per side (file paths or inline text), plus optional columns.
+
+Columns: ``--a`` and ``--b`` (default: columns named a and b, else the first two that are not id,
+label, split or group), ``--label``, ``--split``, ``--id`` (default: columns of those names when
+present). A column is a column of image or audio files when most of its values end in such an
+extension, of text files when they end in .txt, and inline text otherwise. Paths are relative to the
+table's folder. Without an id column a row's id is its two values (long text shortened with a hash), so
+ids survive reordering and appending rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ..decode import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS, VIDEO_EXTENSIONS
+from ..errors import BadItem, UserError
+from ..manifest import MediaRef, Pair
+from .common import Failure, IngestOptions, IngestResult, finish, probe_files, ref_path
+from .vggsound import parse_split
+
+RESERVED = ("id", "label", "split", "group")
+
+
+def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
+    """(columns, [(line number, row)]) of a .csv or .jsonl file; a malformed file is a UserError."""
+    suffix = path.suffix.lower()
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if suffix in (".jsonl", ".ndjson"):
+        columns: dict[str, None] = {}
+        with path.open(encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+                if not isinstance(obj, dict):
+                    raise UserError(f"{path}:{lineno}: expected a JSON object per line")
+                columns.update(dict.fromkeys(obj))
+                rows.append((lineno, obj))
+        return list(columns), rows
+    if suffix in (".csv", ".tsv"):
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+            cols = [c for c in (reader.fieldnames or []) if c]
+            for rec in reader:
+                rows.append((reader.line_num, {k: v for k, v in rec.items() if k}))
+        return cols, rows
+    raise UserError(f"{path}: a table must be .csv, .tsv or .jsonl")
+
+
+def column_kind(values: list[str]) -> str:
+    """image / audio / text (files) by the extension most values have, else inline text ('inline')."""
+    counts: Counter[str] = Counter()
+    for v in values:
+        ext = Path(v.strip()).suffix.lower() if v.strip() and "\n" not in v else ""
+        if ext in IMAGE_EXTENSIONS:
+            counts["image"] += 1
+        elif ext in AUDIO_EXTENSIONS:
+            counts["audio"] += 1
+        elif ext in TEXT_EXTENSIONS:
+            counts["text"] += 1
+        elif ext in VIDEO_EXTENSIONS:
+            counts["video"] += 1
+    if counts:
+        kind, n = counts.most_common(1)[0]
+        if n * 2 > len(values):
+            return kind
+    return "inline"
+
+
+def short(value: str, limit: int = 60) -> str:
+    if len(value) <= limit:
+        return value
+    return value[:limit] + "~" + hashlib.sha1(value.encode()).hexdigest()[:8]
+
+
+def ingest_table(
+    table: str | Path,
+    out: str | Path | None = None,
+    *,
+    a: str | None = None,
+    b: str | None = None,
+    label: str | None = None,
+    split: str | None = None,
+    id: str | None = None,
+    opts: IngestOptions | None = None,
+) -> IngestResult:
+    """A CSV/JSONL table -> a manifest; see the module docstring."""
+    table = Path(table)
+    if not table.is_file():
+        raise UserError(f"table not found: {table}")
+    opts = opts or IngestOptions()
+    manifest = Path(out) if out is not None else table.with_name(table.stem + ".manifest.jsonl")
+    root = manifest.parent
+    columns, rows = read_table(table)
+    if not rows:
+        raise UserError(f"{table}: no rows")
+
+    def pick(given: str | None, default: str, option: str) -> str | None:
+        if given is not None:
+            if given not in columns:
+                raise UserError(
+                    f"{option} {given!r} is not a column of {table} (columns: {', '.join(columns)})"
+                )
+            return given
+        return default if default in columns else None
+
+    label_col, split_col, id_col = (
+        pick(label, "label", "--label"),
+        pick(split, "split", "--split"),
+        pick(id, "id", "--id"),
+    )
+    group_col = "group" if "group" in columns else None
+    rest = [c for c in columns if c not in RESERVED and c not in (label_col, split_col, id_col)]
+    col_a = pick(a, "a", "--a") or (rest[0] if rest else None)
+    col_b = pick(b, "b", "--b") or next((c for c in rest if c != col_a), None)
+    if col_a is None or col_b is None or col_a == col_b:
+        raise UserError(
+            f"{table}: need two columns for the sides; give --a COL --b COL (columns: {', '.join(columns)})"
+        )
+    kinds: dict[str, str] = {}
+    for col in (col_a, col_b):
+        k = column_kind([str(r.get(col) or "") for _, r in rows])
+        if k == "video":
+            raise UserError(f"column {col!r} holds videos: use `ee ingest videos` or `ee ingest vggsound`")
+        kinds[col] = k
+    modality = {c: ("text" if k == "inline" else k) for c, k in kinds.items()}
+    result = IngestResult(
+        source=f"table:{table}", a=modality[col_a], b=modality[col_b], manifest=manifest, inputs=len(rows)
+    )
+    base = table.parent
+
+    def fail(lineno: int, reason: str, row_id: str | None = None) -> bool:
+        result.failures.append(Failure(f"{table.name}:{lineno}", reason, row_id))
+        result.stopped_early = opts.strict
+        return opts.strict
+
+    candidates: list[tuple[int, Pair, list[tuple[Path, str]]]] = []
+    for lineno, row in rows:
+        refs: dict[str, MediaRef] = {}
+        files: list[tuple[Path, str]] = []
+        keys: list[str] = []
+        bad = None
+        for col in (col_a, col_b):
+            raw = row.get(col)
+            value = "" if raw is None else str(raw)
+            if not value.strip():
+                bad = f"empty value in column {col!r}"
+                break
+            if kinds[col] == "inline":
+                refs[col] = MediaRef(kind="text", text=value)
+                keys.append(short(value.strip()))
+                continue
+            path = Path(value.strip())
+            full = path if path.is_absolute() else base / path
+            got = column_kind([value])
+            if got != kinds[col]:
+                bad = f"column {col!r} holds {kinds[col]} files, but {value.strip()!r} is not one"
+                break
+            refs[col] = MediaRef(kind=kinds[col], path=ref_path(full, root))  # type: ignore[arg-type]
+            files.append((full, kinds[col]))
+            keys.append(value.strip())
+        row_id = str(row[id_col]).strip() if id_col and row.get(id_col) not in (None, "") else "|".join(keys)
+        if bad is None and id_col and not row_id:
+            bad = f"empty id in column {id_col!r}"
+        try:
+            row_split = parse_split(str(row.get(split_col) or "")) if split_col else None
+        except ValueError as e:
+            bad = bad or str(e)
+            row_split = None
+        if bad is not None:
+            if fail(lineno, bad, row_id or None):
+                return finish(result)
+            continue
+        lab = row.get(label_col) if label_col else None
+        grp = row.get(group_col) if group_col else None
+        pair = Pair(
+            id=row_id,
+            a=refs[col_a],
+            b=refs[col_b],
+            label=None if lab in (None, "") else str(lab),
+            group=None if grp in (None, "") else str(grp),
+            split=row_split,
+        )
+        candidates.append((lineno, pair, files))
+    # duplicates before probing: a row that is dropped anyway need not be read
+    first_line: dict[str, int] = {}
+    unique: list[tuple[int, Pair, list[tuple[Path, str]]]] = []
+    for lineno, pair, files in candidates:
+        if pair.id in first_line:
+            reason = f"duplicate id {pair.id!r} (first on line {first_line[pair.id]})"
+            if fail(lineno, reason, pair.id):
+                return finish(result)
+            continue
+        first_line[pair.id] = lineno
+        unique.append((lineno, pair, files))
+    candidates = unique
+    to_probe: list[tuple[Path, str]] = []
+    owner: list[int] = []
+    for k, (_, _, files) in enumerate(candidates):
+        to_probe.extend(files)
+        owner.extend([k] * len(files))
+    failed: set[int] = set()
+    for i, got in probe_files(to_probe, opts):
+        if isinstance(got, BadItem):
+            k = owner[i]
+            failed.add(k)
+            lineno, pair, _ = candidates[k]
+            if fail(lineno, f"{ref_path(to_probe[i][0], root)}: {got.reason}", pair.id):
+                return finish(result)
+    result.pairs = [p for k, (_, p, _) in enumerate(candidates) if k not in failed]
+    return finish(result)
