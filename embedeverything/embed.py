@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .decoder_pool import DEFAULT_TIMEOUT, DecoderPool, default_decode_workers
-from .encoder import Encoder, options_key
+from .encoder import Encoder, EncoderIdentity, options_key
 from .errors import BadItem, StoreError, UserError
 from .manifest import Manifest, MediaRef, read_manifest
 from .plugins import get_encoder
@@ -40,6 +40,11 @@ class EmbedReport:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed or self.stopped_early else 0
+
+    def add(self, res: ChunkResult) -> None:
+        self.new_done += res.new_done
+        self.new_failed += res.new_failed
+        self.chunks_run += 1
 
 
 @dataclass
@@ -169,9 +174,8 @@ def plan(
     return arr, sorted(by_chunk.items())
 
 
-def check_identity(arr: EmbeddingArray, encoder: Encoder) -> list[str]:
+def check_identity(arr: EmbeddingArray, ident: EncoderIdentity) -> list[str]:
     """Refuse to mix outputs of different weights in one array; a plugin upgrade alone only warns."""
-    ident = encoder.identity()
     stored = arr.identity
     if stored is None:
         arr.set_identity(ident)
@@ -212,10 +216,16 @@ def embed_side(
     threads: int | None = None,
     decode_workers: int | None = None,
     decode_timeout: float = DEFAULT_TIMEOUT,
+    workers: int | None = None,
+    scheduler: str | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> EmbedReport:
     """Embed side ``side`` of a manifest with one encoder into the store; see the module docstring."""
+    if workers is not None or scheduler is not None:
+        from .cluster import require_dask
+
+        require_dask()
     manifest = read_manifest(manifest_path)
     encoder = get_encoder(encoder_name, **(options or {}))
     store = Store.open(store_location, create=True)
@@ -228,16 +238,31 @@ def embed_side(
         todo_rows = sum(len(refs) for _, refs in work)
         if on_start is not None:
             on_start(todo_rows, len(manifest.pairs))
-        if work:
-            report.warnings += check_identity(arr, encoder)
+        if work and (workers or scheduler):
+            from .cluster import run_on_cluster
+
+            run_on_cluster(
+                arr,
+                encoder,
+                work,
+                report,
+                batch_size=bs,
+                threads=threads or 1,
+                decode_timeout=decode_timeout,
+                root=str(manifest.root),
+                workers=workers,
+                scheduler=scheduler,
+                strict=strict,
+                on_progress=on_progress,
+            )
+        elif work:
+            report.warnings += check_identity(arr, encoder.identity())
             pin_threads(threads)
             pool = DecoderPool(decode_workers or default_decode_workers(), decode_timeout, manifest.root)
             try:
                 for chunk, refs, decoded in _prefetch(work, pool):
                     res = embed_chunk(arr, encoder, chunk, refs, decoded, bs)
-                    report.new_done += res.new_done
-                    report.new_failed += res.new_failed
-                    report.chunks_run += 1
+                    report.add(res)
                     if on_progress is not None:
                         on_progress(len(refs))
                     if strict and res.new_failed:

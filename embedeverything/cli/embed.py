@@ -48,6 +48,12 @@ def embed_cmd(
     decode_workers: Annotated[int | None, typer.Option(help="Decoder processes.")] = None,
     decode_timeout: Annotated[float, typer.Option(help="Seconds before a file's decoder is killed.")] = 60.0,
     strict: Annotated[bool, typer.Option(help="Stop at the first failed row (exit 1).")] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Run on a local Dask cluster of N worker processes (needs [dask]).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Run on an existing Dask cluster, e.g. tcp://host:8786 (needs [dask]).")
+    ] = None,
 ) -> int:
     """Embed one side of a manifest into the store; resumable, and a no-op when already done."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -94,6 +100,8 @@ def embed_cmd(
             threads=threads,
             decode_workers=decode_workers,
             decode_timeout=decode_timeout,
+            workers=workers,
+            scheduler=scheduler,
             on_start=on_start,
             on_progress=on_progress,
         )

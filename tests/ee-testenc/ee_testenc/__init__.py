@@ -8,6 +8,8 @@ matrix to ``dim``: no weights to load, the same bytes in every process. Options 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import time
 from typing import Literal
 
@@ -27,6 +29,7 @@ class TestOptions(BaseModel):
     delay: float = 0.0
     fault: Literal["none", "shape", "nan", "dtype"] = "none"
     min_seconds: float = 0.5  # audio only
+    backend: Literal["numpy", "torch"] = "numpy"  # torch: a seeded MLP, for thread-count and bf16 tests
 
 
 class _TestEncoder(ee.Encoder):
@@ -44,16 +47,39 @@ class _TestEncoder(ee.Encoder):
     def load(self) -> ee.Weights:
         rng = np.random.default_rng(self.options.seed)
         self.proj = rng.standard_normal((self.n_features, self.options.dim)).astype(np.float32)
+        self.net = None
+        if self.options.backend == "torch":
+            import torch
+
+            g = torch.Generator().manual_seed(self.options.seed)
+            self.net = torch.nn.Sequential(
+                torch.nn.Linear(self.n_features, 512), torch.nn.GELU(), torch.nn.Linear(512, self.options.dim)
+            )
+            with torch.no_grad():
+                for p in self.net.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.2)
         return ee.Weights(model_id=f"testenc/{self.name}", weights=f"seed:{self.options.seed}")
+
+    def torch_modules(self) -> list:
+        return [] if self.net is None else [self.net]
 
     def features(self, item) -> np.ndarray:
         raise NotImplementedError
 
     def embed_batch(self, items):
+        # For crash tests: a process whose environment names a word dies (SIGKILL) on a batch holding it.
+        die = os.environ.get("EE_TESTENC_DIE")
+        if die and any(isinstance(x, str) and die in x for x in items):
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.options.delay:
             time.sleep(self.options.delay)
         feats = np.stack([self.features(x) for x in items]).astype(np.float32)
-        out = feats @ self.proj
+        if self.net is not None:
+            import torch
+
+            out = self.net(torch.from_numpy(feats)).numpy()
+        else:
+            out = feats @ self.proj
         fault = self.options.fault
         if fault == "shape":
             return out[:, :-1]

@@ -1,0 +1,206 @@
+"""`ee embed --workers N` / `--scheduler ADDRESS`: the same chunks, run as Dask tasks.
+
+Each task embeds one chunk-aligned block of rows and writes its own region of the store, so no two writers
+touch one chunk. Dask promises no exactly-once execution: a task rerun after a worker died recomputes the
+same batches with the same thread count and rewrites the same bytes to the same region, so reruns are
+harmless. Each worker process loads the encoder once and keeps it, with one long-lived decoder process of
+its own (worker processes are made non-daemonic for that: daemonic processes cannot have children).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import EEError, StoreError, UserError
+
+if TYPE_CHECKING:
+    from .embed import EmbedReport
+    from .encoder import Encoder
+    from .manifest import MediaRef
+    from .store import EmbeddingArray
+
+# Per worker process: encoders, decoder pools and stores, kept between tasks.
+_WORKER: dict[tuple[Any, ...], Any] = {}
+
+
+class ClusterError(EEError):
+    """The cluster could not finish some rows; they stay pending and a rerun picks them up."""
+
+    exit_code = 1
+
+
+def _encoder(name: str, options_json: str) -> Encoder:
+    import json
+
+    from .plugins import get_encoder
+
+    key = ("encoder", name, options_json)
+    if key not in _WORKER:
+        enc = get_encoder(name, **json.loads(options_json))
+        enc.ensure_loaded()
+        _WORKER[key] = enc
+    return _WORKER[key]
+
+
+def worker_identity(name: str, options_json: str) -> dict[str, Any]:
+    """The encoder's identity as a worker sees it (weights are loaded there, not in the client)."""
+    return _encoder(name, options_json).identity().model_dump(mode="json")
+
+
+def worker_embed_chunk(
+    location: str,
+    key: str,
+    chunk: int,
+    name: str,
+    options_json: str,
+    refs_json: dict[int, str],
+    batch_size: int,
+    threads: int,
+    decode_timeout: float,
+    root: str,
+    identity_json: dict[str, Any],
+) -> tuple[int, int, int]:
+    from .decoder_pool import DecoderPool
+    from .embed import embed_chunk, pin_threads
+    from .encoder import EncoderIdentity
+    from .manifest import MediaRef
+    from .store import Store
+
+    enc = _encoder(name, options_json)
+    hard, _ = EncoderIdentity.model_validate(identity_json).differences(enc.identity())
+    if hard:
+        raise StoreError(f"worker's encoder {name!r} differs from the array's identity in: {', '.join(hard)}")
+    pin_threads(threads)
+    if mp.current_process().daemon:
+        raise UserError(
+            "Dask worker processes are daemonic and cannot start decoder processes: "
+            "start the workers with DASK_DISTRIBUTED__WORKER__DAEMON=False"
+        )
+    pool_key = ("pool", root, decode_timeout)
+    if pool_key not in _WORKER:
+        _WORKER[pool_key] = DecoderPool(1, decode_timeout, root)
+    refs = {int(r): MediaRef.model_validate_json(j) for r, j in refs_json.items()}
+    rows = sorted(refs)
+    decoded = dict(zip(rows, _WORKER[pool_key].decode_all([refs[r] for r in rows]), strict=True))
+    store_key = ("store", location)
+    if store_key not in _WORKER:
+        _WORKER[store_key] = Store.open(location)
+    arr = _WORKER[store_key].embedding(key)
+    res = embed_chunk(arr, enc, chunk, refs, decoded, batch_size)
+    return res.chunk, res.new_done, res.new_failed
+
+
+def require_dask() -> None:
+    try:
+        import dask  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError:
+        raise UserError("--workers / --scheduler need Dask: pip install 'embedeverything[dask]'") from None
+
+
+def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
+    require_dask()
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout="10s"), None
+        except OSError as e:
+            raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}")
+    with dask.config.set({"distributed.worker.daemon": False}):
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=40
+        )
+    return Client(cluster), cluster
+
+
+def run_on_cluster(
+    arr: EmbeddingArray,
+    encoder: Encoder,
+    work: list[tuple[int, dict[int, MediaRef]]],
+    report: EmbedReport,
+    *,
+    batch_size: int,
+    threads: int,
+    decode_timeout: float,
+    root: str,
+    workers: int | None,
+    scheduler: str | None,
+    strict: bool,
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    """Submit one task per pending chunk; fold results into ``report`` as they complete."""
+    import json
+
+    from distributed import as_completed
+    from distributed.client import FutureCancelledError
+
+    try:
+        from distributed import KilledWorker
+    except ImportError:  # older releases
+        from distributed.scheduler import KilledWorker
+
+    from .embed import ChunkResult, check_identity
+    from .encoder import EncoderIdentity
+
+    options_json = json.dumps(encoder.options.model_dump(mode="json"), sort_keys=True)
+    client, cluster = _client(workers, scheduler)
+    try:
+        ident = EncoderIdentity.model_validate(
+            client.submit(worker_identity, encoder.name, options_json, pure=False).result()
+        )
+        report.warnings += check_identity(arr, ident)
+        identity_json = arr.identity.model_dump(mode="json")  # type: ignore[union-attr]
+        location = arr.store.location
+        futures = {}
+        for chunk, refs in work:
+            fut = client.submit(
+                worker_embed_chunk,
+                location,
+                arr.key,
+                chunk,
+                encoder.name,
+                options_json,
+                {r: ref.model_dump_json() for r, ref in refs.items()},
+                batch_size,
+                threads,
+                decode_timeout,
+                root,
+                identity_json,
+                key=f"ee-embed-{arr.key}-{chunk}",
+                pure=False,
+            )
+            futures[fut] = (chunk, len(refs))
+        killed: list[int] = []
+        for fut in as_completed(list(futures)):
+            chunk, n = futures[fut]
+            try:
+                c, done, failed = fut.result()
+            except KilledWorker:
+                killed.append(chunk)  # the other chunks go on; these rows stay pending
+                continue
+            except FutureCancelledError:
+                continue
+            report.add(ChunkResult(c, done, failed))
+            if on_progress is not None:
+                on_progress(n)
+            if strict and failed:
+                report.stopped_early = True
+                for other in futures:
+                    other.cancel()
+                break
+        if killed:
+            spans = ", ".join(f"{lo}-{hi - 1}" for lo, hi in (arr.chunk_bounds(k) for k in sorted(killed)))
+            raise ClusterError(
+                f"Dask workers died repeatedly on rows {spans} of {arr.key}; those rows stay pending "
+                "(everything else is written): rerun the same command to go on"
+            )
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
