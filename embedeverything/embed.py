@@ -55,7 +55,7 @@ class ChunkResult:
 
 
 def array_key(side: str, encoder: Encoder) -> str:
-    return f"{side}.{options_key(encoder.name, encoder.options.model_dump(mode='json'))}"
+    return f"{side}.{options_key(encoder.name, encoder.output_options())}"
 
 
 def pin_threads(threads: int | None) -> int:
@@ -162,7 +162,7 @@ def plan(
         key,
         side=side,
         encoder=encoder.name,
-        options=encoder.options.model_dump(mode="json"),
+        options=encoder.output_options(),
         dim=int(encoder.dim),
         chunk_rows=int(chunk_rows or DEFAULT_CHUNK_ROWS),
     )

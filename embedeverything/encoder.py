@@ -96,6 +96,9 @@ class Encoder:
     default_batch_size: ClassVar[int] = 32
     #: a pydantic model of this encoder's options (``--opt key=value`` on the CLI)
     Options: ClassVar[type[BaseModel]] = NoOptions
+    #: options that say where or how fast to run, not what to compute: left out of the identity and of the
+    #: store's array key, so that embedding on a GPU fills the same array as on a CPU
+    runtime_options: ClassVar[frozenset[str]] = frozenset({"device", "num_workers", "compile"})
 
     def __init__(self, **options: Any):
         try:
@@ -169,9 +172,15 @@ class Encoder:
             model_id=w.model_id,
             weights=w.weights,
             seed=w.seed,
-            options=self.options.model_dump(mode="json"),
+            options=self.output_options(),
             shared_space=self.shared_space,
         )
+
+    def output_options(self) -> dict[str, Any]:
+        """The options that decide the output (all but ``runtime_options``), as JSON-able values."""
+        return {
+            k: v for k, v in self.options.model_dump(mode="json").items() if k not in self.runtime_options
+        }
 
     def embed(self, items: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
         """Embed ``items`` in batches; returns float32 ``[len(items), dim]``.
