@@ -1,0 +1,119 @@
+"""`ee weights list | fetch | verify [ENCODER]`: pretrained files in the cache, for offline machines.
+
+Fetch on a machine with internet, copy the cache folder to the offline one, verify there. Works for any
+encoder whose plugin describes its files (a ``weight_files()`` method returning
+:class:`embedeverything.weights.WeightFile`); others are said to manage their weights themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from . import app
+
+weights_app = typer.Typer(
+    help="List, fetch and verify encoders' pretrained weight files.", no_args_is_help=True
+)
+app.add_typer(weights_app, name="weights")
+
+EncoderArg = Annotated[
+    str | None, typer.Argument(help="Encoder name (see `ee encoders`); default: every encoder.")
+]
+OptOption = Annotated[
+    list[str] | None,
+    typer.Option("--opt", "-o", help="Encoder option key=value (repeat): arch, cache_dir, ..."),
+]
+
+
+def _files(encoder: str | None, opt: list[str] | None) -> list[tuple[str, list[Any] | None]]:
+    """(encoder name, its weight files, or None when its plugin does not describe them)."""
+    from ..errors import UserError
+    from ..plugins import get_encoder, registry
+    from .embed import parse_options
+
+    options = parse_options(opt)
+    if encoder is None and options:
+        raise UserError("--opt needs an ENCODER: options belong to one encoder")
+    names = [encoder] if encoder else sorted(registry().encoders)
+    out = []
+    for name in names:
+        enc = get_encoder(name, **options)
+        describe = getattr(enc, "weight_files", None)
+        out.append((name, list(describe()) if callable(describe) else None))
+    return out
+
+
+@weights_app.command("list")
+def list_cmd(
+    encoder: EncoderArg = None,
+    opt: OptOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> int:
+    """Each file an encoder loads: URL, cache path, the reference hash it must match, and whether present."""
+    rows = []
+    for name, files in _files(encoder, opt):
+        for f in files or []:
+            rows.append(
+                {
+                    "encoder": name,
+                    "file": f.name,
+                    "url": f.url,
+                    "path": str(f.path),
+                    "reference": f.reference,
+                    "present": f.path.is_file(),
+                }
+            )
+        if files is None and encoder:
+            print(f"{name}: its plugin manages its own weights (no weight_files())")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['encoder']}: {r['file']}\n  url:       {r['url']}\n  path:      {r['path']}")
+        print(f"  reference: {r['reference']}\n  present:   {'yes' if r['present'] else 'no'}")
+    return 0
+
+
+@weights_app.command("fetch")
+def fetch_cmd(
+    encoder: EncoderArg = None,
+    opt: OptOption = None,
+    force: Annotated[bool, typer.Option(help="Download again even when an intact copy is there.")] = False,
+) -> int:
+    """Download an encoder's files into the cache, each checked against its shipped reference hash."""
+    from ..weights import fetch
+
+    for name, files in _files(encoder, opt):
+        for f in files or []:
+            print(f"{name}: fetching {f.name} -> {f.path}")
+            status = fetch(f, force=force)
+            print(f"  {status.describe()}")
+    return 0
+
+
+@weights_app.command("verify")
+def verify_cmd(
+    encoder: EncoderArg = None,
+    opt: OptOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> int:
+    """Say which files are present and intact (equal to the reference hash shipped with the plugin).
+
+    Exit status 1 when a file is missing or corrupt."""
+    from ..weights import verify
+
+    bad = 0
+    rows = []
+    for name, files in _files(encoder, opt):
+        for f in files or []:
+            st = verify(f)
+            bad += st.state in ("missing", "corrupt")
+            rows.append({"encoder": name, "file": f.name, "state": st.state, "path": str(f.path)})
+            if not as_json:
+                print(f"{name}: {f.name}: {st.describe()}")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    return 1 if bad else 0
