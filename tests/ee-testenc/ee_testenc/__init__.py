@@ -29,6 +29,7 @@ class TestOptions(BaseModel):
     delay: float = 0.0
     fault: Literal["none", "shape", "nan", "dtype"] = "none"
     min_seconds: float = 0.5  # audio only
+    space: str = ""  # declare a shared space (as CLIP's towers do), for tests of identity sides
     backend: Literal["numpy", "torch"] = "numpy"  # torch: a seeded MLP, for thread-count and bf16 tests
 
 
@@ -40,6 +41,10 @@ class _TestEncoder(ee.Encoder):
     @property
     def dim(self) -> int:  # depends on options, known without loading anything
         return self.options.dim
+
+    @property
+    def shared_space(self) -> str | None:
+        return self.options.space or None
 
     def weights_source(self) -> str:
         return "none: seeded random projection (test encoder)"
