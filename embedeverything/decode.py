@@ -100,7 +100,8 @@ def decode_video_frame(path: Path, t: float) -> np.ndarray:
         if not container.streams.video:
             raise BadItem("no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        # Frame threads: ~3x faster than slice threads on small clips; the frames come out in order.
+        stream.thread_type = "FRAME"
         if stream.time_base is not None and t > 0:
             container.seek(int(t / stream.time_base), stream=stream, backward=True, any_frame=False)
         best = None
@@ -109,12 +110,12 @@ def decode_video_frame(path: Path, t: float) -> np.ndarray:
             if ft is None:
                 continue
             if best is None or ft <= t + 1e-6:
-                best = frame.to_ndarray(format="rgb24")
+                best = frame  # converted once, below: converting every frame since the keyframe costs 4x
             if ft >= t - 1e-6:
                 break
         if best is None:
             raise BadItem(f"no video frame could be decoded at {t:.2f}s")
-        return np.ascontiguousarray(best, dtype=np.uint8)
+        return np.ascontiguousarray(best.to_ndarray(format="rgb24"), dtype=np.uint8)
     except BadItem:
         raise
     except Exception as e:
@@ -141,14 +142,22 @@ def decode_video_audio(path: Path, start: float | None, end: float | None) -> Au
         rate = None
         first_time = None
         for frame in container.decode(stream):
-            if resampler is None:
+            ft = frame.time
+            if ft is not None and frame.sample_rate and ft + frame.samples / frame.sample_rate <= lo:
+                continue  # wholly before the window (we seeked a second early): skip the conversion
+            if rate is None:
                 rate = frame.sample_rate
-                resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
-            for out in resampler.resample(frame):
+            if frame.format.name == "fltp":  # AAC's own format: already float32 [channels, n]
+                outs = [frame]
+            else:
+                if resampler is None:
+                    resampler = av.AudioResampler(format="fltp", layout=frame.layout, rate=rate)
+                outs = resampler.resample(frame)
+            for out in outs:
                 if first_time is None:
-                    first_time = float(out.time if out.time is not None else frame.time or 0.0)
+                    first_time = float(out.time if out.time is not None else ft or 0.0)
                 pieces.append(out.to_ndarray())
-            if frame.time is not None and frame.time > hi:
+            if ft is not None and ft > hi:
                 break
         if not pieces or rate is None or first_time is None:
             raise BadItem("no audio samples could be decoded")

@@ -43,6 +43,7 @@ def write_video(
     video: bool = True,
     channels: int = 1,
     faststart: bool = False,
+    audio_codec: str = "aac",
 ) -> Path:
     """An mp4 whose colour and tone change every ``segment`` seconds (see the module docstring)."""
     import av
@@ -58,7 +59,7 @@ def write_video(
             vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
             vs.options = {"preset": "ultrafast", "g": str(fps)}  # a keyframe each second: seeking matters
         if audio:
-            as_ = out.add_stream("aac", rate=sample_rate)
+            as_ = out.add_stream(audio_codec, rate=sample_rate)
             as_.layout = "mono" if channels == 1 else "stereo"
         if vs is not None:
             for i in range(int(round(seconds * fps))):
@@ -82,9 +83,13 @@ def write_video(
             block = 1024
             for i in range(0, n, block):
                 chunk = np.tile(wave[i : i + block], (channels, 1))
-                frame = av.AudioFrame.from_ndarray(
-                    np.ascontiguousarray(chunk), format="fltp", layout=as_.layout.name
-                )
+                if audio_codec == "pcm_s16le":  # packed int16: [1, n * channels], interleaved
+                    packed = (chunk.T.reshape(1, -1) * 32767).astype(np.int16)
+                    frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=as_.layout.name)
+                else:
+                    frame = av.AudioFrame.from_ndarray(
+                        np.ascontiguousarray(chunk), format="fltp", layout=as_.layout.name
+                    )
                 frame.sample_rate = sample_rate
                 frame.pts = i
                 frame.time_base = Fraction(1, sample_rate)

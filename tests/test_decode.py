@@ -35,6 +35,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_video(d / "stereo.mp4", 2.0, channels=2, sample_rate=44100)
     write_video(d / "silent.mp4", 2.0, audio=False)
     write_video(d / "fast.mp4", 4.0, faststart=True)
+    write_video(d / "pcm.mkv", 3.0, channels=2, audio_codec="pcm_s16le", fps=25)
     write_truncated(d / "cut.mp4", d / "clip.mp4")
     write_truncated(d / "fastcut.mp4", d / "fast.mp4", keep=0.4)
     write_zero_bytes(d / "zero.mp4")
@@ -56,6 +57,27 @@ def test_frames_and_windows_match_time(media_dir: Path) -> None:
         assert isinstance(au, Audio) and au.sample_rate == 16000 and au.channels == 1
         assert abs(au.duration - 0.6) < 0.01
         assert tone_segment(au.samples, au.sample_rate) == k
+
+
+def test_frame_on_screen_at_t(media_dir: Path) -> None:
+    """The last frame whose time is <= t: at 10 fps, t = k - 0.05 still shows segment k - 1's colour."""
+    for k in (1, 2, 3):
+        before = decode(MediaRef(kind="video_frame", path="clip.mp4", t=k - 0.05), media_dir)
+        after = decode(MediaRef(kind="video_frame", path="clip.mp4", t=k + 0.05), media_dir)
+        assert (dominant_colour(before), dominant_colour(after)) == (k - 1, k)
+    last = decode(MediaRef(kind="video_frame", path="clip.mp4", t=99.0), media_dir)  # past the end
+    assert dominant_colour(last) == 3
+
+
+def test_audio_in_other_formats_is_converted(media_dir: Path) -> None:
+    """PCM int16 (packed) in Matroska goes through the resampler to float32 [channels, n]."""
+    for k in range(3):
+        au = decode(MediaRef(kind="video_audio", path="pcm.mkv", start=k + 0.1, end=k + 0.9), media_dir)
+        assert au.channels == 2 and au.sample_rate == 16000 and abs(au.duration - 0.8) < 1e-3
+        assert np.allclose(au.samples[0], au.samples[1], atol=1e-4)
+        assert tone_segment(au.samples, au.sample_rate) == k
+    info = probe(media_dir / "pcm.mkv", "video")
+    assert info["audio_end"] == pytest.approx(3.0, abs=0.07) and info["channels"] == 2
 
 
 def test_audio_keeps_rate_and_channels(media_dir: Path) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from .common import Failure, IngestOptions, IngestResult, failures_path_for
 from .pairs import ingest_pairs
 from .table import ingest_table
-from .videos import DEFAULT_WINDOW, FramePlan, audio_window, frame_times, ingest_videos
 from .vggsound import DEFAULT_PATTERN, ingest_vggsound
+from .videos import DEFAULT_WINDOW, FramePlan, audio_window, frame_times, ingest_videos
 
 __all__ = [
     "DEFAULT_PATTERN",

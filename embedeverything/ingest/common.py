@@ -91,12 +91,15 @@ def ref_path(file: Path, root: Path) -> str:
 
 
 def find_files(folder: Path, extensions: Iterable[str], skip: Iterable[Path] = ()) -> list[Path]:
-    """Files under ``folder`` (recursive, hidden folders skipped) with these extensions, sorted."""
+    """Files under ``folder`` (recursive; hidden folders and stores skipped) with these extensions, sorted.
+
+    A ``*.zarr`` store beside the media (``ee embed``'s default place) holds many small files: not walked.
+    """
     exts = {e.lower() for e in extensions}
     skipped = {p.resolve() for p in skip}
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not d.endswith(".zarr"))
         for name in filenames:
             p = Path(dirpath) / name
             if not name.startswith(".") and p.suffix.lower() in exts and p.resolve() not in skipped:
@@ -118,15 +121,15 @@ def probe_files(
 ) -> Iterable[tuple[int, dict[str, Any] | BadItem]]:
     """(index, probe result or BadItem) in input order, probed in decoder processes, batch by batch.
 
-    With ``opts.strict`` the caller stops iterating at the first failure, so at most one batch is
-    probed past it.
+    With ``opts.strict`` the caller stops iterating at the first failure, so at most one small batch
+    is probed past it; otherwise batches are large, so that one slow file rarely idles the other workers.
     """
     if opts.on_start is not None:
         opts.on_start(len(files))
     if not files:
         return
     workers = max(1, min(opts.workers or default_decode_workers(), len(files)))
-    batch = workers * 4
+    batch = workers if opts.strict else workers * 16
     with DecoderPool(workers, opts.timeout, None) as pool:
         for lo in range(0, len(files), batch):
             part = files[lo : lo + batch]
