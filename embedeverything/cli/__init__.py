@@ -30,6 +30,7 @@ from . import embed as _embed  # noqa: E402,F401
 from . import encoders as _encoders  # noqa: E402,F401
 from . import ingest as _ingest  # noqa: E402,F401
 from . import store as _store  # noqa: E402,F401
+from . import train as _train  # noqa: E402,F401
 from . import weights as _weights  # noqa: E402,F401
 
 

@@ -1,0 +1,157 @@
+"""`ee train`: heads on two stored arrays -> one adapter file, resumable."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import app
+
+
+def _parse_loss_options(pairs: list[str] | None) -> dict[str, Any]:
+    import json
+
+    from ..errors import UserError
+
+    out: dict[str, Any] = {}
+    for p in pairs or []:
+        key, sep, value = p.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"bad --loss-opt {p!r}: expected key=value")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except ValueError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+@app.command("train")
+def train_cmd(
+    store: Annotated[str, typer.Argument(help="The embedding store (path or URL).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: adapter, split, metrics, checkpoint.")],
+    a: Annotated[
+        str | None, typer.Option("--a", help="Side a array key or encoder name (default: the only one).")
+    ] = None,
+    b: Annotated[
+        str | None, typer.Option("--b", help="Side b array key or encoder name (default: the only one).")
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(help="default or paper (Adam 1e-4, batch 4096, 300 epochs).")
+    ] = "default",
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")
+    ] = False,
+    epochs: Annotated[int | None, typer.Option(help="Most epochs.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Pairs per step (default min(256, n_train/8)).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adam or adamw.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay.")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs without a better val R@1 (0: never).")
+    ] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="Loss name (clip, clip-label, siglip, vse-hinge, plugins').")
+    ] = None,
+    loss_opt: Annotated[
+        list[str] | None, typer.Option("--loss-opt", help="Loss option key=value (repeat).")
+    ] = None,
+    head_a: Annotated[str | None, typer.Option(help="auto, identity, linear or mlp.")] = None,
+    head_b: Annotated[str | None, typer.Option(help="auto, identity, linear or mlp.")] = None,
+    head: Annotated[str | None, typer.Option("--head", help="What auto trains: linear or mlp.")] = None,
+    dim: Annotated[int | None, typer.Option(help="Shared dim when no side stays identity.")] = None,
+    mlp_width: Annotated[int | None, typer.Option(help="MLP hidden width.")] = None,
+    mlp_depth: Annotated[int | None, typer.Option(help="MLP hidden layers.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="MLP dropout.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of split, init and batch order.")] = None,
+    precision: Annotated[str | None, typer.Option(help="Loss matmuls: auto, bf16 or fp32.")] = None,
+    compile: Annotated[
+        bool | None, typer.Option("--compile/--no-compile", help="torch.compile the heads.")
+    ] = None,
+    stream: Annotated[
+        bool | None,
+        typer.Option("--stream/--no-stream", help="Stream chunks from the store (default: by size)."),
+    ] = None,
+    memory_budget_mb: Annotated[int | None, typer.Option(help="Memory for training data, MB.")] = None,
+    checkpoint_every: Annotated[
+        float | None, typer.Option(help="Seconds between checkpoints (0: every epoch).")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads (default: all CPUs available).")] = None,
+) -> int:
+    """Train heads so that pairs land together; writes OUT/adapter.safetensors."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..train import make_config, train
+
+    given: dict[str, Any] = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer,
+        "weight_decay": weight_decay,
+        "loss": loss,
+        "head_a": head_a,
+        "head_b": head_b,
+        "head_kind": head,
+        "dim": dim,
+        "mlp_width": mlp_width,
+        "mlp_depth": mlp_depth,
+        "dropout": dropout,
+        "seed": seed,
+        "precision": precision,
+        "compile": compile,
+        "stream": stream,
+        "checkpoint_every_s": checkpoint_every,
+        "threads": threads,
+    }
+    overrides = {k: v for k, v in given.items() if v is not None}
+    if patience is not None:
+        overrides["patience"] = patience or None
+    if loss_opt:
+        overrides["loss_options"] = _parse_loss_options(loss_opt)
+    if memory_budget_mb is not None:
+        overrides["memory_budget"] = memory_budget_mb << 20
+    config = make_config(preset, **overrides)
+
+    bar = Progress(
+        TextColumn("train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  val R@1 {task.fields[r1]} (best {task.fields[best]})"),
+        TimeElapsedColumn(),
+        transient=False,
+    )
+    task = None
+
+    def on_epoch(rep: Any) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("train", total=rep.epochs, completed=rep.epoch, loss="-", r1="-", best="-")
+            return
+        bar.update(
+            task,
+            completed=rep.epoch,
+            loss=f"{rep.loss:.4f}",
+            r1=f"{rep.val_r1:.3f}",
+            best=f"{rep.best_r1:.3f}",
+        )
+
+    try:
+        result = train(store, a, b, out, config, resume=resume, progress=on_epoch)
+    finally:
+        if task is not None:
+            bar.stop()
+    m = result.metrics
+    how = "stopped early" if result.stopped_early else "done"
+    print(
+        f"{how} after {result.epochs_run} epochs; best epoch {result.best_epoch}: "
+        f"val R@1 {m.get('val_r1', float('nan')):.3f} (a->b {m.get('val_r1_a2b', float('nan')):.3f}, "
+        f"b->a {m.get('val_r1_b2a', float('nan')):.3f})"
+    )
+    print(f"adapter: {result.adapter_path}", file=sys.stdout)
+    return 0

@@ -1,0 +1,37 @@
+"""Training heads on stored embeddings: split, heads, losses, data sources, the trainer.
+
+``from embedeverything.train import train, make_config`` is the library entry point that ``ee train``
+(and ``ee pair``) call. Imported lazily: torch loads only when a name here is first used.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "train": ".trainer",
+    "TrainResult": ".trainer",
+    "EpochReport": ".trainer",
+    "recall_at_1": ".trainer",
+    "TrainConfig": ".config",
+    "make_config": ".config",
+    "PRESETS": ".config",
+    "get_loss": ".losses",
+    "loss_names": ".losses",
+    "HeadSpec": ".heads",
+    "Head": ".heads",
+    "Split": ".split",
+    "load_split": ".split",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'embedeverything.train' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value

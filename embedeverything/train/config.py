@@ -1,0 +1,94 @@
+"""Training settings: the defaults, and the paper's settings as a preset. Every field is a CLI flag.
+
+Defaults are chosen to work from a few hundred pairs to millions: a batch that gives several steps per
+epoch on a small set (``min(256, max(16, n_train // 8))``), AdamW at lr 1e-3, up to 200 epochs with early
+stopping on validation R@1. The paper's run (``preset="paper"``) is Adam, lr 1e-4, batch 4096, 300
+epochs, no early stopping, the CLIP loss with a learnable temperature initialised at 0.07.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from ..errors import UserError
+
+HeadChoice = Literal["auto", "identity", "linear", "mlp"]
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["default", "paper"] = "default"
+    # heads: "auto" keeps a side whose encoder shares a space with a text tower (CLIP's) as identity
+    head_a: HeadChoice = "auto"
+    head_b: HeadChoice = "auto"
+    head_kind: Literal["linear", "mlp"] = "linear"  # what "auto" trains
+    dim: int = 256  # the shared dim when no side stays identity
+    mlp_width: int | None = None
+    mlp_depth: int = 1
+    dropout: float = 0.0
+    loss: str = "clip"
+    loss_options: dict[str, Any] = {}
+    optimizer: Literal["adam", "adamw"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int | None = None  # None: min(256, max(16, n_train // 8))
+    epochs: int = 200
+    patience: int | None = 20  # epochs without a better validation R@1 before stopping; None: never
+    seed: int = 0
+    fractions: tuple[float, float, float] = (0.57, 0.10, 0.33)  # train, val, test
+    val_max_rows: int = 20000  # R@1 is measured against this many validation rows at most
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # matmuls of the loss (where it supports it)
+    compile: bool = False  # torch.compile the heads
+    checkpoint_every_s: float = 30.0  # 0: after every epoch
+    stream: bool | None = None  # None: stream when the train part exceeds memory_budget
+    memory_budget: int | None = None  # bytes; None: half the memory available
+    threads: int | None = None  # torch threads (results depend on it; a resume keeps it)
+
+    @field_validator("lr", "dim", "epochs", "val_max_rows", "mlp_depth")
+    @classmethod
+    def _positive(cls, v: Any) -> Any:
+        if v is not None and not v > 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("batch_size", "patience", "memory_budget", "threads")
+    @classmethod
+    def _positive_or_none(cls, v: Any) -> Any:
+        if v is not None and not v > 0:
+            raise ValueError("must be > 0 (or unset)")
+        return v
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "paper": {
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "weight_decay": 0.0,
+        "batch_size": 4096,
+        "epochs": 300,
+        "patience": None,
+        "loss": "clip",
+        "loss_options": {"temperature": 0.07, "max_scale": 100.0},
+        "head_kind": "linear",
+        "fractions": (0.60, 0.07, 0.33),
+    },
+}
+
+
+def make_config(preset: str = "default", **overrides: Any) -> TrainConfig:
+    """A preset with the given fields overridden; errors name the field."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    try:
+        return TrainConfig(**{**PRESETS[preset], "preset": preset, **overrides})
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        raise UserError(f"bad training setting: {problems}") from None
+
+
+def auto_batch_size(n_train: int) -> int:
+    return min(256, max(16, n_train // 8), n_train)

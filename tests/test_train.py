@@ -1,0 +1,342 @@
+"""The trainer on real Zarr stores: planted relation recovered, split, resume (in process and kill -9),
+streaming under a tiny memory budget, third-party loss by name, and the user's mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+import embedeverything as ee
+from embedeverything.adapter import load_adapter, read_adapter_file
+from embedeverything.encoder import EncoderIdentity
+from embedeverything.errors import UserError
+from embedeverything.manifest import MediaRef, Pair
+from embedeverything.plugins import register_plugin, unregister_plugin
+from embedeverything.store import DONE, FAILED, Store
+from embedeverything.train import make_config, train
+from embedeverything.train.data import StreamingPairs
+from embedeverything.train.split import load_split
+
+
+def make_store(
+    path: Path,
+    n: int = 600,
+    da: int = 32,
+    db: int = 16,
+    noise: float = 0.1,
+    seed: int = 0,
+    shared_a: str | None = None,
+    chunk: int = 128,
+    splits: list[str] | None = None,
+    labels: list[str] | None = None,
+    failed_b: tuple[int, ...] = (),
+) -> Store:
+    """A store whose side b is a planted linear function of side a plus noise: B = A W + noise."""
+    rng = np.random.default_rng(seed)
+    A = rng.standard_normal((n, da)).astype(np.float32) * 3 + 5  # off-centre: normalisation must matter
+    W = rng.standard_normal((da, db)).astype(np.float32) / np.sqrt(da)
+    B = (A @ W + noise * rng.standard_normal((n, db))).astype(np.float32)
+    store = Store.open(str(path), create=True)
+    pairs = [
+        Pair(
+            id=f"p{i}",
+            a=MediaRef(kind="text", text=f"a{i}"),
+            b=MediaRef(kind="text", text=f"b{i}"),
+            group=f"g{i // 3}",
+            split=None if splits is None else splits[i],
+            label=None if labels is None else labels[i],
+        )
+        for i in range(n)
+    ]
+    store.sync_rows(pairs)
+    for side, X, d, shared in (("a", A, da, shared_a), ("b", B, db, None)):
+        arr = store.ensure_embedding(
+            f"{side}.enc{side}-0123456789",
+            side=side,
+            encoder=f"enc{side}",
+            options={},
+            dim=d,
+            chunk_rows=chunk,
+        )
+        for k in range(arr.n_chunks()):
+            lo, hi = arr.chunk_bounds(k)
+            state = np.full(hi - lo, DONE, np.uint8)
+            if side == "b":
+                for r in failed_b:
+                    if lo <= r < hi:
+                        state[r - lo] = FAILED
+            arr.write_chunk(k, X[lo:hi], state, [""] * (hi - lo))
+        arr.set_identity(
+            EncoderIdentity(
+                name=f"enc{side}",
+                modality="text",
+                dim=d,
+                plugin="tests",
+                plugin_version="1",
+                model_id=f"test/{side}",
+                weights="sha256:00",
+                shared_space=shared,
+            )
+        )
+    return store
+
+
+FAST = dict(checkpoint_every_s=0, threads=1)
+
+
+def test_planted_relation_is_recovered(tmp_path):
+    make_store(tmp_path / "s.zarr", n=900, failed_b=(5, 6, 7))
+    res = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "out", make_config(epochs=40, **FAST))
+    assert res.metrics["val_r1"] > 0.95, res.metrics
+    assert res.adapter_path.exists()
+    # split: disjoint, grouped, failed rows left out, saved for evaluation
+    split = load_split(tmp_path / "out" / "split.json")
+    parts = [set(split.train.tolist()), set(split.val.tolist()), set(split.test.tolist())]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert sum(len(p) for p in parts) == 900 - 3 and not ({5, 6, 7} & set.union(*parts))
+    groups = [{r // 3 for r in p} for p in parts]
+    assert not (groups[0] & groups[2]) and not (groups[1] & groups[2])
+    assert abs(len(parts[2]) / 897 - 0.33) < 0.03
+    raw = json.loads((tmp_path / "out" / "split.json").read_text())
+    assert raw["parts"]["test"][:2] == [f"p{r}" for r in sorted(parts[2])[:2]]
+    lines = (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == res.epochs_run and {"loss", "val_r1"} <= set(json.loads(lines[-1]))
+    # the adapter maps the held-out test rows well too
+    ad = load_adapter(res.adapter_path)
+    store = Store.open(str(tmp_path / "s.zarr"))
+    za = ad.a(torch.from_numpy(store.embedding("a.enca-0123456789").read(split.test)))
+    zb = ad.b(torch.from_numpy(store.embedding("b.encb-0123456789").read(split.test)))
+    from embedeverything.train import recall_at_1
+
+    assert min(recall_at_1(za, zb)) > 0.9
+    assert ad.config.training.rows == split.train.size
+
+
+def test_shared_space_side_stays_identity(tmp_path):
+    make_store(tmp_path / "s.zarr", n=300, da=16, db=8, shared_a="clip-space")
+    res = train(str(tmp_path / "s.zarr"), "enca", "encb", tmp_path / "out", make_config(epochs=3, **FAST))
+    ad = load_adapter(res.adapter_path)
+    assert ad.config.a.head.kind == "identity" and ad.config.b.head.kind == "linear"
+    assert ad.config.shared_dim == 16 and ad.config.b.head.out_dim == 16
+    x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
+    assert np.array_equal(ad.a(x), x)  # untouched, so a text tower of that space still lands there
+    with safe_open(str(res.adapter_path), framework="pt") as f:
+        assert not [k for k in f.keys() if k.startswith("a.")]
+
+
+def test_paper_preset_settings():
+    cfg = make_config("paper")
+    assert (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs, cfg.patience) == (
+        "adam",
+        1e-4,
+        4096,
+        300,
+        None,
+    )
+    assert cfg.loss == "clip" and cfg.loss_options["temperature"] == 0.07
+    assert abs(cfg.fractions[0] + cfg.fractions[1] - 0.67) < 1e-9 and cfg.fractions[2] == 0.33
+    assert make_config("paper", epochs=3).epochs == 3
+    with pytest.raises(UserError, match="lr"):
+        make_config(lr=-1)
+    with pytest.raises(UserError, match="unknown preset"):
+        make_config("fast")
+
+
+def _adapter_state(path: Path) -> tuple[dict, dict]:
+    config, tensors = read_adapter_file(path)
+    return config.without_timing(), tensors
+
+
+def _assert_same_adapter(p1: Path, p2: Path) -> None:
+    c1, t1 = _adapter_state(p1)
+    c2, t2 = _adapter_state(p2)
+    assert c1 == c2
+    assert t1.keys() == t2.keys()
+    for k in t1:
+        assert torch.equal(t1[k], t2[k]), k  # bitwise
+
+
+def test_resume_after_interruption_in_process_is_bitwise_equal(tmp_path):
+    make_store(tmp_path / "s.zarr", n=400)
+    cfg = make_config(epochs=8, head_kind="mlp", mlp_width=24, dropout=0.2, patience=None, **FAST)
+    full = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "full", cfg)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_3(rep):
+        if rep.epoch == 3:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg, progress=stop_at_3)
+    assert not (tmp_path / "cut" / "adapter.safetensors").exists()
+    with pytest.raises(UserError, match="--resume"):
+        train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg)
+    with pytest.raises(UserError, match="settings.lr"):
+        train(
+            str(tmp_path / "s.zarr"),
+            None,
+            None,
+            tmp_path / "cut",
+            make_config(**{**cfg.model_dump(), "lr": 0.5}),
+            resume=True,
+        )
+    res = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg, resume=True)
+    assert res.resumed_from == 3 and res.epochs_run == 8
+    _assert_same_adapter(full.adapter_path, res.adapter_path)
+    assert (tmp_path / "cut" / "metrics.jsonl").read_text().count("\n") == 8
+    # resuming a finished run rewrites the same adapter
+    again = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg, resume=True)
+    _assert_same_adapter(full.adapter_path, again.adapter_path)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_is_bitwise_equal(tmp_path):
+    make_store(tmp_path / "s.zarr", n=600, chunk=256)
+    args = ["--epochs", "80", "--patience", "0", "--checkpoint-every", "0", "--threads", "1", "--head", "mlp"]
+    cfg = make_config(epochs=80, patience=None, head_kind="mlp", **FAST)
+    cmd = [
+        sys.executable,
+        "-c",
+        "from embedeverything.cli import main; main()",
+        "train",
+        str(tmp_path / "s.zarr"),
+    ]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    ckpt = out / "checkpoint.safetensors"
+    deadline = time.monotonic() + 60
+    while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+    assert not (out / "adapter.safetensors").exists(), "the run finished before the kill"
+    done = subprocess.run(
+        [*cmd, "--out", str(out), *args, "--resume"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    full = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "full", cfg)
+    _assert_same_adapter(full.adapter_path, out / "adapter.safetensors")
+
+
+def test_streaming_under_a_tiny_memory_budget(tmp_path):
+    make_store(tmp_path / "s.zarr", n=900, chunk=64)
+    cfg = make_config(epochs=30, memory_budget=64 * 48 * 4 * 3 * 2, **FAST)  # two chunks a block
+    res = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "out", cfg)
+    assert res.streamed and res.metrics["val_r1"] > 0.9
+    # every epoch: full batches of distinct rows, blocks of chunks in a seed-fixed order
+    store = Store.open(str(tmp_path / "s.zarr"))
+    rows = load_split(tmp_path / "out" / "split.json").train
+    src = StreamingPairs(
+        store.embedding("a.enca-0123456789"),
+        store.embedding("b.encb-0123456789"),
+        rows,
+        None,
+        64 * 48 * 4 * 3 * 2,
+    )
+    assert src.ranges_per_block == 2
+    batches = list(src.batches(1, 50, seed=0))
+    assert len(batches) == rows.size // 50 and all(b[0].shape == (50, 32) for b in batches)
+    seen = torch.cat([b[0] for b in batches])
+    assert torch.unique(seen, dim=0).shape[0] == seen.shape[0]
+    again = list(src.batches(1, 50, seed=0))
+    assert all(torch.equal(x[0], y[0]) for x, y in zip(batches, again, strict=True))
+    assert src.blocks_read > 2
+
+
+def test_manifest_split_is_used_and_val_carved_from_train(tmp_path):
+    splits = ["test" if i % 3 == 0 else "train" for i in range(300)]
+    make_store(tmp_path / "s.zarr", n=300, splits=splits)
+    train(str(tmp_path / "s.zarr"), None, None, tmp_path / "out", make_config(epochs=2, **FAST))
+    split = load_split(tmp_path / "out" / "split.json")
+    assert split.test.tolist() == list(range(0, 300, 3))
+    assert split.val.size > 0 and split.source == "manifest+carved"
+    assert not (set(split.val.tolist()) & set(range(0, 300, 3)))
+
+
+class OwnLoss(torch.nn.Module):
+    def forward(self, za, zb, labels=None):
+        return (1 - torch.nn.functional.cosine_similarity(za, zb, dim=1)).mean()
+
+
+class OwnLossPlugin:
+    @staticmethod
+    @ee.hookimpl
+    def register_losses(register):
+        register("own-cosine", OwnLoss)
+
+
+@pytest.mark.parametrize("loss", ["own-cosine", "siglip", "vse-hinge", "clip-label"])
+def test_other_losses_train_by_name(tmp_path, loss):
+    labels = [str(i % 5) for i in range(300)]
+    make_store(tmp_path / "s.zarr", n=300, labels=labels)
+    register_plugin(OwnLossPlugin(), name="ee-own-loss")
+    try:
+        res = train(
+            str(tmp_path / "s.zarr"), None, None, tmp_path / "out", make_config(epochs=2, loss=loss, **FAST)
+        )
+    finally:
+        unregister_plugin("ee-own-loss")
+    ad = load_adapter(res.adapter_path)
+    assert ad.config.loss.name == loss
+    assert ad.config.loss.plugin == ("ee-own-loss" if loss == "own-cosine" else "embedeverything.losses")
+
+
+def test_users_mistakes_are_named(tmp_path):
+    make_store(tmp_path / "s.zarr", n=60)
+    s = str(tmp_path / "s.zarr")
+    with pytest.raises(UserError, match="--a 'nope'.*a.enca-0123456789"):
+        train(s, "nope", None, tmp_path / "o", make_config(epochs=1, **FAST))
+    with pytest.raises(UserError, match="holds side a, not side b"):
+        train(s, None, "a.enca-0123456789", tmp_path / "o", make_config(epochs=1, **FAST))
+    with pytest.raises(UserError, match="unknown loss"):
+        train(s, None, None, tmp_path / "o", make_config(epochs=1, loss="nope", **FAST))
+    with pytest.raises(UserError, match="nothing to train"):
+        train(
+            s, None, None, tmp_path / "o", make_config(epochs=1, head_a="identity", head_b="identity", **FAST)
+        )
+    with pytest.raises(UserError, match="no embedding store"):
+        train(str(tmp_path / "missing"), None, None, tmp_path / "o", make_config(epochs=1))
+
+
+def test_cli_train_runs_and_reports(tmp_path, capsys):
+    from embedeverything.cli import main
+
+    make_store(tmp_path / "s.zarr", n=300)
+    base = ["train", str(tmp_path / "s.zarr")]
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                *base,
+                "--out",
+                str(tmp_path / "o"),
+                "--epochs",
+                "3",
+                "--threads",
+                "1",
+                "--loss-opt",
+                "temperature=0.1",
+            ]
+        )
+    out = capsys.readouterr()
+    assert e.value.code == 0, out.err
+    assert "val R@1" in out.out and (tmp_path / "o" / "adapter.safetensors").exists()
+    assert load_adapter(tmp_path / "o" / "adapter.safetensors").config.loss.options == {"temperature": 0.1}
+    with pytest.raises(SystemExit) as e:
+        main([*base, "--out", str(tmp_path / "o2"), "--a", "nope"])
+    assert e.value.code == 2 and capsys.readouterr().err.startswith("error: --a 'nope'")
