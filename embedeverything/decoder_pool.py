@@ -61,6 +61,9 @@ def _handle(op: str, arg: Any, root: str | None) -> Any:
 
 def _worker_main(conn: Connection) -> None:
     # One request at a time; torch is never imported here, and BLAS threads stay at one.
+    # Ctrl-C reaches the whole process group: the parent handles it and closes the pool; a worker that
+    # died of it mid-file would print a traceback and be counted as a crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
             msg = conn.recv()
@@ -138,10 +141,16 @@ class DecoderPool:
         self._ensure_workers()
         queue = list(reversed(range(len(requests))))
         busy: dict[Connection, _Worker] = {}
+        idle_deaths = 0
         while queue or busy:
             for w in list(self._workers):
                 if w.task is None and queue:
                     if not w.proc.is_alive():  # died while idle (OOM killer, a signal): not this file's fault
+                        idle_deaths += 1
+                        if idle_deaths > 3 * self.n:
+                            raise RuntimeError(
+                                f"decoder processes die before any work (exit code {w.proc.exitcode})"
+                            )
                         self._replace(w, busy)
                         continue
                     i = queue.pop()
@@ -170,6 +179,7 @@ class DecoderPool:
                     self._replace(w, busy)
                     continue
                 results[idx] = payload if ok else BadItem(payload)
+                idle_deaths = 0
                 w.task = None
                 del busy[conn]
             now = time.monotonic()

@@ -295,3 +295,29 @@ def test_ingested_videos_feed_ee_embed(clips: Path, tmp_path: Path) -> None:
     ids = store.rows()["id"]
     failed = [str(ids[i]) for i in np.flatnonzero(b.state() == 2)]
     assert failed == ["blip.mp4@0.150"]
+
+
+def test_ctrl_c_leaves_no_manifest_and_no_traceback(clips: Path, tmp_path: Path) -> None:
+    """SIGINT to the whole process group (as a terminal sends it) while a decoder is busy."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d = copy(clips, tmp_path / "v", "six.mp4", "two.mp4:stuck.mp4")
+    env = {**os.environ, HANG_ON_ENV: "stuck"}
+    p = subprocess.Popen(
+        [sys.executable, "-m", "embedeverything", "ingest", "videos", str(d), "--workers", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    time.sleep(3.0)  # started, and hung on stuck.mp4
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "decoder crashed" not in err
+    assert not (d / "manifest.jsonl").exists()
