@@ -29,6 +29,7 @@ app.add_typer(store_app, name="store")
 from . import embed as _embed  # noqa: E402,F401
 from . import encoders as _encoders  # noqa: E402,F401
 from . import ingest as _ingest  # noqa: E402,F401
+from . import pair as _pair  # noqa: E402,F401
 from . import store as _store  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
 from . import weights as _weights  # noqa: E402,F401

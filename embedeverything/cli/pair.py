@@ -1,0 +1,216 @@
+"""`ee pair` (the whole method in one command) and `ee demo`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import app
+from .embed import parse_options
+
+Opt = Annotated[list[str] | None, typer.Option(help="Option key=value (repeat).")]
+
+
+def _progress() -> tuple[Any, Any]:
+    """One rich progress display for every stage; returns (display, factory of stage callbacks)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    display = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        transient=False,
+    )
+
+    def factory(stage: str, name: str | None) -> Any:
+        if stage in ("a", "b"):
+            task: dict[str, Any] = {}
+
+            def on_start(todo: int, total: int) -> None:
+                if todo:
+                    display.start()
+                    task["id"] = display.add_task(f"embed {stage} ({name})", total=todo, info="")
+
+            def on_progress(n: int) -> None:
+                display.advance(task["id"], n)
+                t = display.tasks[-1]
+                if t.elapsed:
+                    display.update(task["id"], info=f"{t.completed / t.elapsed:.1f} rows/s")
+
+            return {"on_start": on_start, "on_progress": on_progress}
+        state: dict[str, Any] = {}
+
+        def on_epoch(rep: Any) -> None:
+            if "id" not in state:
+                display.start()
+                state["id"] = display.add_task("train", total=rep.epochs, info="")
+            info = "" if rep.loss is None else f"loss {rep.loss:.3f}"
+            if getattr(rep, "val_r1", None) is not None:
+                info += f"  val R@1 {rep.val_r1:.3f}"
+            if rep.stopped_early:
+                display.update(state["id"], total=rep.epoch)
+            display.update(state["id"], completed=rep.epoch, info=info)
+
+        return on_epoch
+
+    return display, factory
+
+
+def _summary_lines(summary: Any) -> list[str]:
+    lines = [
+        f"rows used: {summary.rows_used}; failed: {summary.ingest_failures} at ingest, "
+        + ", ".join(f"{n} on side {s}" for s, n in summary.embed_failures.items())
+    ]
+    m = summary.metrics or {}
+    table = m.get("summary") or {}
+    if table:
+        lines.append(table.get("line", ""))
+    lines.append(f"adapter: {summary.adapter}")
+    return [x for x in lines if x]
+
+
+@app.command("pair")
+def pair_cmd(
+    a: Annotated[str, typer.Option("--a", help="Encoder of side a (see `ee encoders`).")],
+    b: Annotated[str, typer.Option("--b", help="Encoder of side b.")],
+    data: Annotated[Path, typer.Option(help="Videos folder, paired-files folder, table, or VGG-Sound CSV.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: <data>.<a>-<b> beside the data).")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="videos | vggsound | pairs | table (default: detected).")
+    ] = None,
+    clips: Annotated[Path | None, typer.Option(help="VGG-Sound: the folder of downloaded clips.")] = None,
+    a_opt: Opt = None,
+    b_opt: Opt = None,
+    frames: Annotated[
+        int | None, typer.Option(help="Videos: K frames per video (default 1, the middle).")
+    ] = None,
+    every: Annotated[float | None, typer.Option(help="Videos: one frame every S seconds instead.")] = None,
+    window: Annotated[float | None, typer.Option(help="Videos: seconds of audio around a frame (5).")] = None,
+    pattern: Annotated[str | None, typer.Option(help="VGG-Sound clip file name pattern.")] = None,
+    labels_from_folders: Annotated[
+        bool, typer.Option(help="Label each pair with the name of the folder its file is in.")
+    ] = False,
+    preset: Annotated[
+        str, typer.Option(help="Training preset: default, or paper (the paper's settings).")
+    ] = "default",
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs (upper bound with early stopping).")
+    ] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="Contrastive loss (clip, siglip, vse-hinge, clip-label...).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    head_a: Annotated[str | None, typer.Option(help="Head of side a: auto, identity, linear, mlp.")] = None,
+    head_b: Annotated[str | None, typer.Option(help="Head of side b: auto, identity, linear, mlp.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the split and the heads.")] = None,
+    train_opt: Opt = None,
+    workers: Annotated[int | None, typer.Option(help="Embed on a local Dask cluster of N workers.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Embed on an existing Dask cluster.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads for embedding.")] = None,
+    figures: Annotated[bool, typer.Option(help="Draw the UMAP figures.")] = True,
+    force: Annotated[bool, typer.Option(help="Redo every stage, even those already done.")] = False,
+) -> int:
+    """Ingest -> embed a -> embed b -> train -> eval -> export; each stage skipped when already done."""
+    from ..pair import PairRun, run_pair
+
+    train_options: dict[str, Any] = parse_options(train_opt)
+    for k, v in {
+        "epochs": epochs,
+        "loss": loss,
+        "lr": lr,
+        "batch_size": batch_size,
+        "head_a": head_a,
+        "head_b": head_b,
+        "seed": seed,
+    }.items():
+        if v is not None:
+            train_options[k] = v
+    run = PairRun(
+        a=a,
+        b=b,
+        data=data,
+        out=out or data.parent / f"{data.name}.{a}-{b}",
+        kind=kind,
+        clips=clips,
+        a_options=parse_options(a_opt),
+        b_options=parse_options(b_opt),
+        ingest_options={"frames": frames, "every": every, "window": window, "pattern": pattern},
+        train_options=train_options,
+        preset=preset,
+        workers=workers,
+        scheduler=scheduler,
+        threads=threads,
+        labels_from_folders=labels_from_folders,
+        figures=figures,
+        force=force,
+    )
+    return _run(run)
+
+
+def _run(run: Any) -> int:
+    from ..pair import run_pair
+
+    display, factory = _progress()
+    try:
+        summary = run_pair(run, log=lambda s: print(s, file=sys.stderr), progress=factory)
+    finally:
+        display.stop()
+    for line in _summary_lines(summary):
+        print(line)
+    return summary.exit_code
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for the demo videos and results.")] = Path("ee-demo"),
+    clips_per_class: Annotated[int, typer.Option(help="Videos per class.")] = 8,
+    classes: Annotated[int, typer.Option(help="Number of classes (at most 5).")] = 5,
+    random_init: Annotated[
+        bool | None, typer.Option(help="Force random weights (default: pretrained when available).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Redo every stage.")] = False,
+) -> int:
+    """Make a small audio-visual set of real videos, then run `ee pair --a clip --b vggish` on it."""
+    from ..demo import CLASSES, make_demo_videos, pretrained_available
+    from ..errors import UserError
+    from ..pair import PairRun
+
+    if not 1 <= classes <= len(CLASSES):
+        raise UserError(f"--classes must be between 1 and {len(CLASSES)}, not {classes}")
+    videos = out / "videos"
+    paths = make_demo_videos(videos, clips_per_class=clips_per_class, classes=classes)
+    print(f"demo: {len(paths)} videos of {classes} classes in {videos}", file=sys.stderr)
+    opts: dict[str, dict[str, Any]] = {"clip": {}, "vggish": {}}
+    use_random = random_init
+    if use_random is None:
+        missing = [name for name in opts if not pretrained_available(name)]
+        use_random = bool(missing)
+        if missing:
+            print(
+                f"demo: no pretrained weights for {', '.join(missing)} here and no network: running with RANDOM "
+                "weights so the pipeline runs end to end (recorded in the adapter; the figures mean little)",
+                file=sys.stderr,
+            )
+    if use_random:
+        opts = {"clip": {"random_init": True}, "vggish": {"random_init": True}}
+    run = PairRun(
+        a="clip",
+        b="vggish",
+        data=videos,
+        out=out / "result",
+        kind="videos",
+        a_options=opts["clip"],
+        b_options=opts["vggish"],
+        ingest_options={"every": 2.0},
+        labels_from_folders=True,
+        force=force,
+    )
+    return _run(run)
