@@ -119,7 +119,7 @@ def pair_cmd(
     force: Annotated[bool, typer.Option(help="Redo every stage, even those already done.")] = False,
 ) -> int:
     """Ingest -> embed a -> embed b -> train -> eval -> export; each stage skipped when already done."""
-    from ..pair import PairRun, run_pair
+    from ..pair import PairRun
 
     train_options: dict[str, Any] = parse_options(train_opt)
     for k, v in {
