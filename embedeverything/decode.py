@@ -124,6 +124,9 @@ def decode_video_frame(path: Path, t: float) -> np.ndarray:
         container.close()
 
 
+SEEK_MARGIN = 0.25  # seconds: >= 3 AAC frames even at 16 kHz
+
+
 def decode_video_audio(path: Path, start: float | None, end: float | None) -> Audio:
     """Audio samples of [start, end) seconds, at the stream's own rate and channel count."""
     import av
@@ -135,8 +138,9 @@ def decode_video_audio(path: Path, start: float | None, end: float | None) -> Au
         stream = container.streams.audio[0]
         lo = float(start or 0.0)
         hi = float("inf") if end is None else float(end)
-        if lo > 1.0 and stream.time_base is not None:
-            container.seek(int((lo - 1.0) / stream.time_base), stream=stream, backward=True)
+        # Seek a little early: the first frame decoded after a seek lacks its predecessor's overlap.
+        if lo > SEEK_MARGIN and stream.time_base is not None:
+            container.seek(int((lo - SEEK_MARGIN) / stream.time_base), stream=stream, backward=True)
         resampler = None
         pieces: list[np.ndarray] = []
         rate = None
@@ -144,7 +148,7 @@ def decode_video_audio(path: Path, start: float | None, end: float | None) -> Au
         for frame in container.decode(stream):
             ft = frame.time
             if ft is not None and frame.sample_rate and ft + frame.samples / frame.sample_rate <= lo:
-                continue  # wholly before the window (we seeked a second early): skip the conversion
+                continue  # wholly before the window (we seeked early): skip the conversion
             if rate is None:
                 rate = frame.sample_rate
             if frame.format.name == "fltp":  # AAC's own format: already float32 [channels, n]

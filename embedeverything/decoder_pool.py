@@ -89,6 +89,9 @@ class _Worker:
         child.close()
         self.task: int | None = None
         self.deadline = 0.0
+        self.served = (
+            0  # requests answered: a worker that dies before its first answer may never have started
+        )
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -141,7 +144,7 @@ class DecoderPool:
         self._ensure_workers()
         queue = list(reversed(range(len(requests))))
         busy: dict[Connection, _Worker] = {}
-        idle_deaths = 0
+        idle_deaths = startup_deaths = 0
         while queue or busy:
             for w in list(self._workers):
                 if w.task is None and queue:
@@ -174,12 +177,21 @@ class DecoderPool:
                 except (EOFError, OSError):
                     w.proc.join(timeout=5)
                     code = w.proc.exitcode
+                    if w.served == 0 and code == 1:  # a Python error before the first answer: start-up
+                        startup_deaths += 1
+                        if startup_deaths > 2 * self.n:
+                            raise RuntimeError(
+                                "decoder processes fail at start-up (exit code 1, see the traceback above); "
+                                "a script that uses them must guard its entry with "
+                                "`if __name__ == '__main__':`"
+                            ) from None
                     results[w.task] = BadItem(f"decoder crashed ({_exit_reason(code)})")  # type: ignore[index]
                     self.crashes += 1
                     self._replace(w, busy)
                     continue
                 results[idx] = payload if ok else BadItem(payload)
-                idle_deaths = 0
+                w.served += 1
+                idle_deaths = startup_deaths = 0
                 w.task = None
                 del busy[conn]
             now = time.monotonic()
