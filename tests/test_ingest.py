@@ -321,3 +321,18 @@ def test_ctrl_c_leaves_no_manifest_and_no_traceback(clips: Path, tmp_path: Path)
     assert p.returncode == 130, err
     assert "Traceback" not in err and "decoder crashed" not in err
     assert not (d / "manifest.jsonl").exists()
+
+
+def test_pairs_and_table_manifests_feed_ee_embed(tmp_path: Path) -> None:
+    d = tmp_path / "p"
+    for i in range(3):
+        write_image(d / f"s{i}.png", (80 * i, 10, 10))
+        write_tone(d / f"s{i}.wav", 1.0, 300.0 * (i + 1))
+    assert ee_main("ingest", "pairs", str(d)) == 0
+    assert ee_main("embed", str(d / "manifest.jsonl"), "-e", "test-image", "--side", "a") == 0
+    assert ee_main("embed", str(d / "manifest.jsonl"), "-e", "test-audio", "--side", "b") == 0
+    (d / "t.csv").write_text("sound,caption\ns0.wav,a low tone\ns1.wav,a higher tone\n")
+    assert ee_main("ingest", "table", str(d / "t.csv")) == 0
+    m = d / "t.manifest.jsonl"
+    assert ee_main("embed", str(m), "-e", "test-audio", "--side", "a", "--store", str(tmp_path / "s2")) == 0
+    assert ee_main("embed", str(m), "-e", "test-text", "--side", "b", "--store", str(tmp_path / "s2")) == 0
