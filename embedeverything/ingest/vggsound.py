@@ -141,4 +141,4 @@ def ingest_vggsound(
         videos.append((clip, {"label": row["label"] or None, "split": split}))
     if result.stopped_early:
         return finish(result)
-    return ingest_video_files(result, videos, plan, opts)
+    return ingest_video_files(result, folder, videos, plan, opts)

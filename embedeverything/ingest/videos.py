@@ -77,10 +77,16 @@ def pairs_for_video(
     info: dict[str, Any],
     plan: FramePlan,
     *,
+    name: str | None = None,
     label: str | None = None,
     split: Split | None = None,
 ) -> list[Pair]:
-    """The pairs of one probed video (``decode.probe_video``'s dict); BadItem if it has no pairs to give."""
+    """The pairs of one probed video (``decode.probe_video``'s dict); BadItem if it has no pairs to give.
+
+    ``rel`` is the path stored in the refs (relative to the manifest), ``name`` the video's name in ids and
+    groups (relative to the ingested folder, so that ids do not change with ``--out``; default ``rel``).
+    """
+    name = name or rel
     if info.get("video_end") is None:
         raise BadItem("no video stream")
     if info.get("audio_end") is None:
@@ -96,11 +102,11 @@ def pairs_for_video(
             raise BadItem(f"audio track is empty ({a1 - a0:.3f}s)")
         pairs.append(
             Pair(
-                id=f"{rel}@{t:.3f}",
+                id=f"{name}@{t:.3f}",
                 a=MediaRef(kind="video_frame", path=rel, t=t),
                 b=MediaRef(kind="video_audio", path=rel, start=lo, end=hi),
                 label=label,
-                group=rel,
+                group=name,
                 split=split,
             )
         )
@@ -109,21 +115,23 @@ def pairs_for_video(
 
 def ingest_video_files(
     result: IngestResult,
+    folder: Path,
     videos: list[tuple[Path, dict[str, Any]]],
     plan: FramePlan,
     opts: IngestOptions,
 ) -> IngestResult:
-    """Probe ``(path, extra)`` videos (extra: label, split) and add their pairs to ``result``; then write."""
+    """Probe ``(path, extra)`` videos (extra: label, split) under ``folder``, add their pairs; then write."""
     root = result.manifest.parent
     result.inputs += len(videos)
     origin: dict[str, str] = {}
     for i, got in probe_files([(p, "video") for p, _ in videos], opts):
         path, extra = videos[i]
         rel = ref_path(path, root)
+        name = ref_path(path, folder)
         try:
             if isinstance(got, BadItem):
                 raise got
-            new = pairs_for_video(rel, got, plan, **extra)
+            new = pairs_for_video(rel, got, plan, name=name, **extra)
         except BadItem as e:
             result.failures.append(Failure(rel, e.reason))
             if opts.strict:
@@ -155,4 +163,4 @@ def ingest_videos(
     if not files:
         raise UserError(f"no video files under {folder} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
     result = IngestResult(source=f"videos:{folder}", a="image", b="audio", manifest=manifest)
-    return ingest_video_files(result, [(p, {}) for p in files], plan, opts)
+    return ingest_video_files(result, folder, [(p, {}) for p in files], plan, opts)
