@@ -336,3 +336,14 @@ def test_pairs_and_table_manifests_feed_ee_embed(tmp_path: Path) -> None:
     m = d / "t.manifest.jsonl"
     assert ee_main("embed", str(m), "-e", "test-audio", "--side", "a", "--store", str(tmp_path / "s2")) == 0
     assert ee_main("embed", str(m), "-e", "test-text", "--side", "b", "--store", str(tmp_path / "s2")) == 0
+
+
+def test_reingesting_a_grown_folder_keeps_the_known_ids(clips: Path, tmp_path: Path) -> None:
+    d = copy(clips, tmp_path / "v", "six.mp4")
+    assert ee_main("ingest", "videos", str(d), "--every", "3") == 0
+    before = [p.model_dump() for p in read_manifest(d / "manifest.jsonl").pairs]
+    copy(clips, d, "two.mp4:a/two.mp4")
+    assert ee_main("ingest", "videos", str(d), "--every", "3") == 0
+    after = {p.id: p.model_dump() for p in read_manifest(d / "manifest.jsonl").pairs}
+    assert all(after[p["id"]] == p for p in before)
+    assert set(after) == {"six.mp4@1.500", "six.mp4@4.500", "a/two.mp4@1.500"}
