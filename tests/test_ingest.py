@@ -252,7 +252,11 @@ def test_table_csv_and_jsonl(tmp_path: Path) -> None:
     assert got["data.csv:8"].startswith("unknown split 'holdout'")
     # JSONL, chosen columns, an id column; audio + inline text
     write_tone(d / "s.wav")
-    rows = [{"key": "k1", "sound": "s.wav", "words": "a tone"}, {"key": "k1", "sound": "s.wav", "words": "x"}]
+    rows = [
+        {"key": "k1", "sound": "s.wav", "words": "a tone"},
+        {"key": "k1", "sound": "s.wav", "words": "x"},
+        {"key": "", "sound": "s.wav", "words": "no id"},
+    ]
     (d / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = d / "m.jsonl"
     assert (
@@ -273,6 +277,8 @@ def test_table_csv_and_jsonl(tmp_path: Path) -> None:
     )
     m = read_manifest(out)
     assert [(p.id, p.a.kind, p.a.path, p.b.text) for p in m.pairs] == [("k1", "audio", "s.wav", "a tone")]
+    got = failures(d / "m.failures.jsonl")
+    assert got["d.jsonl:2"].startswith("duplicate id 'k1'") and got["d.jsonl:3"] == "empty id in column 'key'"
     assert ee_main("ingest", "table", str(d / "d.jsonl"), "--a", "nope") == 2
 
 

@@ -167,7 +167,7 @@ def ingest_table(
             refs[col] = MediaRef(kind=kinds[col], path=ref_path(full, root))  # type: ignore[arg-type]
             files.append((full, kinds[col]))
             keys.append(value.strip())
-        row_id = str(row[id_col]).strip() if id_col and row.get(id_col) not in (None, "") else "|".join(keys)
+        row_id = str(row.get(id_col) or "").strip() if id_col else "|".join(keys)
         if bad is None and id_col and not row_id:
             bad = f"empty id in column {id_col!r}"
         try:
