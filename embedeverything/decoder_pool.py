@@ -59,11 +59,24 @@ def _handle(op: str, arg: Any, root: str | None) -> Any:
     raise ValueError(f"unknown decoder request {op!r}")
 
 
+READY = ("ready",)
+STARTUP_LIMIT = 120.0  # seconds a new worker may take to say it is ready
+
+
 def _worker_main(conn: Connection) -> None:
     # One request at a time; torch is never imported here, and BLAS threads stay at one.
     # Ctrl-C reaches the whole process group: the parent handles it and closes the pool; a worker that
     # died of it mid-file would print a traceback and be counted as a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The decoders' imports before the first file, then READY: a file's time limit counts from there,
+    # so that a fresh worker's start-up (slow on a loaded machine) is never charged to the file.
+    import av  # noqa: F401
+    import PIL.Image  # noqa: F401
+    import soundfile  # noqa: F401
+
+    from . import decode  # noqa: F401
+
+    conn.send(READY)
     while True:
         try:
             msg = conn.recv()
@@ -89,9 +102,7 @@ class _Worker:
         child.close()
         self.task: int | None = None
         self.deadline = 0.0
-        self.served = (
-            0  # requests answered: a worker that dies before its first answer may never have started
-        )
+        self.ready = False  # said READY: imports done; the per-file time limit applies from then
 
     def kill(self) -> None:
         if self.proc.is_alive():
@@ -164,7 +175,8 @@ class DecoderPool:
                         queue.append(i)
                         self._replace(w, busy)
                         continue
-                    w.task, w.deadline = i, time.monotonic() + self.timeout
+                    w.task = i
+                    w.deadline = time.monotonic() + (self.timeout if w.ready else STARTUP_LIMIT)
                     busy[w.conn] = w
             if not busy:
                 continue
@@ -173,11 +185,11 @@ class DecoderPool:
             for conn in ready:
                 w = busy[conn]
                 try:
-                    idx, ok, payload = conn.recv()
+                    msg = conn.recv()
                 except (EOFError, OSError):
                     w.proc.join(timeout=5)
                     code = w.proc.exitcode
-                    if w.served == 0 and code == 1:  # a Python error before the first answer: start-up
+                    if not w.ready and code == 1:  # a Python error before READY: start-up failed
                         startup_deaths += 1
                         if startup_deaths > 2 * self.n:
                             raise RuntimeError(
@@ -189,14 +201,20 @@ class DecoderPool:
                     self.crashes += 1
                     self._replace(w, busy)
                     continue
+                if msg == READY:
+                    w.ready = True
+                    w.deadline = time.monotonic() + self.timeout
+                    continue
+                idx, ok, payload = msg
                 results[idx] = payload if ok else BadItem(payload)
-                w.served += 1
                 idle_deaths = startup_deaths = 0
                 w.task = None
                 del busy[conn]
             now = time.monotonic()
             for conn, w in list(busy.items()):
                 if w.task is not None and now >= w.deadline and conn not in ready:
+                    if not w.ready:
+                        raise RuntimeError(f"a decoder process did not start within {STARTUP_LIMIT:g}s")
                     results[w.task] = BadItem(f"timed out: decoding took longer than {self.timeout:g}s")
                     self.timeouts += 1
                     self._replace(w, busy)

@@ -190,3 +190,11 @@ def test_pool_replaces_a_worker_that_died_while_idle(media_dir: Path) -> None:
         got = pool.decode_all([MediaRef(kind="image", path="red.png")])
         assert got[0].shape == (24, 32, 3)  # not blamed on the file
         assert pool.pids()[0] != pid and pool.crashes == 0
+
+
+def test_worker_start_up_is_not_charged_to_the_file(media_dir: Path) -> None:
+    """A fresh worker's imports (seconds on a loaded machine) do not count against a short time limit."""
+    with DecoderPool(2, 1.0, media_dir) as pool:
+        got = pool.decode_all([MediaRef(kind="image", path="red.png")] * 3)
+        assert pool.timeouts == 0
+    assert all(g.shape == (24, 32, 3) for g in got)
