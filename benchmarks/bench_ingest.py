@@ -71,6 +71,10 @@ def main() -> None:
     with DecoderPool(args.workers, 60, m.root) as pool:
         pool.decode_all(refs[:1])  # start the workers outside the timing, as a long `ee embed` run would
         t0 = time.perf_counter()
+        probed = pool.probe_all([(p, "video") for p in sorted(folder.glob("*.mp4"))])
+        t_probe = time.perf_counter() - t0
+        assert not any(isinstance(g, Exception) for g in probed)
+        t0 = time.perf_counter()
         got = pool.decode_all(refs)
         t_decode = time.perf_counter() - t0
     bad = [g for g in got if isinstance(g, Exception)]
@@ -82,6 +86,7 @@ def main() -> None:
     print(
         f"  ingest (probe + manifest): {t_ingest:6.2f}s  {args.videos / t_ingest:7.1f} videos/s  {n / t_ingest:7.1f} pairs/s"
     )
+    print(f"  of which probing alone, workers already started: {args.videos / t_probe:7.1f} videos/s")
     print(f"  decode (frame + window):   {t_decode:6.2f}s  {n / t_decode:7.1f} pairs/s")
     total = t_ingest + t_decode
     print(f"  ingest + decode:           {total:6.2f}s  {n / total:7.1f} pairs/s")
