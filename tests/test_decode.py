@@ -198,3 +198,33 @@ def test_worker_start_up_is_not_charged_to_the_file(media_dir: Path) -> None:
         got = pool.decode_all([MediaRef(kind="image", path="red.png")] * 3)
         assert pool.timeouts == 0
     assert all(g.shape == (24, 32, 3) for g in got)
+
+
+def test_no_file_handles_leak(media_dir: Path) -> None:
+    """Every container is closed, on success and on failure (PyAV leaks handles otherwise)."""
+    refs = [
+        MediaRef(kind="video_frame", path="clip.mp4", t=1.5),
+        MediaRef(kind="video_audio", path="clip.mp4", start=1.0, end=2.0),
+        MediaRef(kind="video_audio", path="silent.mp4"),
+        MediaRef(kind="video_frame", path="text.mp4", t=1.0),
+        MediaRef(kind="image", path="bad.png"),
+        MediaRef(kind="audio", path="tone.flac"),
+    ]
+
+    def run() -> None:
+        for ref in refs:
+            try:
+                decode(ref, media_dir)
+            except BadItem:
+                pass
+        for name, kind in (("clip.mp4", "video"), ("fastcut.mp4", "video"), ("cut.mp4", "video")):
+            try:
+                probe(media_dir / name, kind)
+            except BadItem:
+                pass
+
+    run()
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(10):
+        run()
+    assert len(os.listdir("/proc/self/fd")) == before
