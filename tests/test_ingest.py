@@ -344,6 +344,17 @@ def test_pairs_and_table_manifests_feed_ee_embed(tmp_path: Path) -> None:
     assert ee_main("embed", str(m), "-e", "test-text", "--side", "b", "--store", str(tmp_path / "s2")) == 0
 
 
+def test_symlinked_files_keep_their_names(clips: Path, tmp_path: Path) -> None:
+    """As in git-annex / DVC / Hugging Face caches: the link's name is the id, not the blob's."""
+    blobs = copy(clips, tmp_path / "blobs", "six.mp4:9f86d081884c7d65")
+    d = tmp_path / "v"
+    d.mkdir()
+    (d / "dog.mp4").symlink_to(blobs / "9f86d081884c7d65")
+    assert ee_main("ingest", "videos", str(d)) == 0
+    (p,) = read_manifest(d / "manifest.jsonl").pairs
+    assert (p.id, p.a.path, p.group) == ("dog.mp4@3.000", "dog.mp4", "dog.mp4")
+
+
 def test_reingesting_a_grown_folder_keeps_the_known_ids(clips: Path, tmp_path: Path) -> None:
     d = copy(clips, tmp_path / "v", "six.mp4")
     assert ee_main("ingest", "videos", str(d), "--every", "3") == 0

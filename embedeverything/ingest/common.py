@@ -83,11 +83,15 @@ def failures_path_for(manifest: Path) -> Path:
 
 
 def ref_path(file: Path, root: Path) -> str:
-    """``file`` as stored in a manifest at ``root``: relative (posix) when possible, so the folder can move."""
+    """``file`` as stored in a manifest at ``root``: relative (posix) when possible, so the folder can move.
+
+    Symlinks are kept, not resolved: in git-annex, DVC or Hugging Face caches each file is a link to a
+    blob named by its hash, and the names (which become ids) are the link's.
+    """
     try:
-        return Path(os.path.relpath(file.resolve(), root.resolve())).as_posix()
+        return Path(os.path.relpath(os.path.abspath(file), os.path.abspath(root))).as_posix()
     except ValueError:  # another drive on Windows
-        return file.resolve().as_posix()
+        return Path(os.path.abspath(file)).as_posix()
 
 
 def find_files(folder: Path, extensions: Iterable[str], skip: Iterable[Path] = ()) -> list[Path]:
@@ -96,13 +100,13 @@ def find_files(folder: Path, extensions: Iterable[str], skip: Iterable[Path] = (
     A ``*.zarr`` store beside the media (``ee embed``'s default place) holds many small files: not walked.
     """
     exts = {e.lower() for e in extensions}
-    skipped = {p.resolve() for p in skip}
+    skipped = {os.path.abspath(p) for p in skip}
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not d.endswith(".zarr"))
         for name in filenames:
             p = Path(dirpath) / name
-            if not name.startswith(".") and p.suffix.lower() in exts and p.resolve() not in skipped:
+            if not name.startswith(".") and p.suffix.lower() in exts and os.path.abspath(p) not in skipped:
                 out.append(p)
     return sorted(out)
 
