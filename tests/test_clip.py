@@ -270,6 +270,12 @@ def test_bf16_on_cpu_agrees_with_fp32(tiny: dict) -> None:
     assert any(p.dtype == torch.bfloat16 for p in bf16.torch_modules()[0].parameters())
     cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     assert cos.min() > 0.99
+    texts = ["a dog barking", "church bells"]
+    text_opts = {"arch": tiny["arch"], "pretrained": None, "checkpoint": tiny["ckpt"], "device": "cpu"}
+    t32 = get_encoder("clip-text", **text_opts).embed(texts)
+    t16 = get_encoder("clip-text", precision="bf16", **text_opts).embed(texts)
+    cos = (t32 * t16).sum(1) / np.linalg.norm(t32, axis=1) / np.linalg.norm(t16, axis=1)
+    assert cos.min() > 0.99
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

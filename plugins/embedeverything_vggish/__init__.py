@@ -67,6 +67,8 @@ class Vggish(ee.Encoder):
     name, modality, dim = "vggish", "audio", 128
     Options = VggishOptions
     default_batch_size = 16
+    # Where the files lie does not decide the output; their SHA-256s, recorded in the identity, do.
+    runtime_options = ee.Encoder.runtime_options | {"cache_dir", "weights", "pca_params"}
 
     # ---- weights ----------------------------------------------------------------------------------
     def _cache(self) -> Path:
@@ -110,13 +112,13 @@ class Vggish(ee.Encoder):
             return f"RANDOM weights (seed {o.seed}), asked for with random_init"
         parts = []
         for wf, which in zip(self.weight_files(), ("weights", "pca_params"), strict=False):
-            local, (opt, env) = self._local(which)
-            if local:
-                parts.append(f"{which}: {local} ({'found' if os.path.isfile(local) else 'MISSING'})")
-            else:
-                state = "cached" if wf.path.is_file() else "not cached: downloads when online"
-                parts.append(f"{which}: {wf.path} ({state}; offline: {opt}=FILE or {env}=FILE)")
-        return "torchvggish release; " + "; ".join(parts)
+            local, _ = self._local(which)
+            path = Path(local) if local else wf.path
+            parts.append(f"{path} ({'found' if path.is_file() else 'MISSING' if local else 'not cached'})")
+        return (
+            "torchvggish release files: " + ", ".join(parts) + f"; offline: {ENV_WEIGHTS}=FILE and "
+            f"{ENV_PCA}=FILE (or --opt weights=, pca_params=), or `ee weights fetch vggish`"
+        )
 
     def _resolve(self, wf: WeightFile, which: str) -> tuple[str, str]:
         """(path, hex sha256) of one file: a local path, else the cache, else a download when online."""
