@@ -55,6 +55,8 @@ def decode_image_file(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             return image_to_rgb_array(im)
+    except Image.DecompressionBombError as e:  # a tiny file that claims billions of pixels
+        raise BadItem(f"image too large ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise BadItem(f"unreadable image ({type(e).__name__}: {e})") from None
 

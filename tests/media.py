@@ -122,6 +122,21 @@ def write_image(
     return path
 
 
+def write_png_bomb(path: Path, side: int = 20000) -> Path:
+    """A few-byte PNG whose header claims ``side`` x ``side`` pixels (a decompression bomb's signature)."""
+    import struct
+    import zlib
+
+    write_image(path, (0, 0, 0), (1, 1))
+    data = bytearray(Path(path).read_bytes())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", side, side)
+    crc = zlib.crc32(bytes(data[ihdr : ihdr + 17])) & 0xFFFFFFFF
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    Path(path).write_bytes(bytes(data))
+    return Path(path)
+
+
 def write_zero_bytes(path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

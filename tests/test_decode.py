@@ -14,6 +14,7 @@ from media import (
     dominant_colour,
     tone_segment,
     write_image,
+    write_png_bomb,
     write_text_as,
     write_tone,
     write_truncated,
@@ -44,6 +45,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_tone(d / "tone.flac", 0.5, 880.0, sample_rate=22050)
     write_image(d / "red.png", (255, 0, 0))
     (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    write_png_bomb(d / "bomb.png")
     return d
 
 
@@ -109,6 +111,8 @@ def test_probe_reads_extents_and_rejects_bad_files(media_dir: Path) -> None:
             probe(media_dir / name, "video")
     with pytest.raises(BadItem, match="unreadable image"):
         probe(media_dir / "bad.png", "image")
+    with pytest.raises(BadItem, match="image too large"):
+        probe(media_dir / "bomb.png", "image")
 
 
 def test_pool_decodes_in_order_and_records_bad_files(media_dir: Path) -> None:
