@@ -172,6 +172,17 @@ def test_checkpoint_from_environment_variable(tiny: dict, monkeypatch: pytest.Mo
     np.testing.assert_allclose(enc.embed(images(2)), clip(tiny).embed(images(2)), rtol=1e-6)
 
 
+def test_weights_inside_a_local_dir_arch(tiny: dict, tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny["arch"][len("local-dir:") :], folder)
+    shutil.copy(tiny["ckpt"], folder / "open_clip_model.safetensors")
+    enc = get_encoder("clip", arch=f"local-dir:{folder}", pretrained=None, device="cpu")
+    assert "open_clip_model.safetensors" in enc.weights_source()
+    np.testing.assert_array_equal(enc.embed(images(2)), clip(tiny).embed(images(2)))
+
+
 def test_missing_weights_fail_fast_with_the_way_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("EE_CLIP_CHECKPOINT", raising=False)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
@@ -297,7 +308,9 @@ def test_device_cuda_without_gpu_is_user_error(tiny: dict) -> None:
 # ---- ee embed, end to end -------------------------------------------------------------------------
 
 
-def test_ee_embed_clip_and_vggish_random_init(tiny: dict, tmp_path: Path) -> None:
+def test_ee_embed_clip_and_vggish_random_init(
+    tiny: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """`ee embed` over generated png + wav files: clip on side a, vggish on side b, one clip too short."""
     import soundfile as sf
     from PIL import Image
@@ -323,6 +336,8 @@ def test_ee_embed_clip_and_vggish_random_init(tiny: dict, tmp_path: Path) -> Non
     manifest = tmp_path / "pairs.jsonl"
     write_manifest(manifest, pairs, a="image", b="audio")
     store = str(tmp_path / "store.zarr")
+    for var in ("EE_VGGISH_WEIGHTS", "EE_VGGISH_PCA"):
+        monkeypatch.delenv(var, raising=False)
 
     def run(*argv: str) -> int:
         with pytest.raises(SystemExit) as ex:
@@ -342,6 +357,13 @@ def test_ee_embed_clip_and_vggish_random_init(tiny: dict, tmp_path: Path) -> Non
     ]
     assert run("embed", str(manifest), "-e", "clip", "--side", "a", *clip_opts, *common) == 0
     assert run("embed", str(manifest), "-e", "vggish", "--side", "b", "-o", "random_init=true", *common) == 1
+
+    # no weights anywhere (this machine is offline): a user's mistake, exit 2, with the way out
+    other = ["--store", str(tmp_path / "other.zarr"), *common[2:]]
+    assert (
+        run("embed", str(manifest), "-e", "vggish", "--side", "b", "-o", f"cache_dir={tmp_path}", *other) == 2
+    )
+    assert "EE_VGGISH_WEIGHTS=FILE" in capsys.readouterr().err
 
     st = Store.open(store)
     a = st.find(side="a", encoder="clip")[0]

@@ -37,6 +37,13 @@ __version__ = ee.__version__
 
 ENV_CHECKPOINT = "EE_CLIP_CHECKPOINT"
 LOCAL_DIR = "local-dir:"
+LOCAL_DIR_WEIGHTS = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "model.safetensors",
+    "pytorch_model.bin",
+)
 
 
 def open_clip_config_dir() -> Path | None:
@@ -120,7 +127,16 @@ class _ClipTower(ee.Encoder):
 
     # ---- where the weights are --------------------------------------------------------------------
     def _checkpoint(self) -> str | None:
-        return self.options.checkpoint or os.environ.get(ENV_CHECKPOINT) or None
+        """A local weights file: the option, the environment variable, or the one in a local-dir arch."""
+        explicit = self.options.checkpoint or os.environ.get(ENV_CHECKPOINT)
+        if explicit:
+            return explicit
+        if self.options.arch.startswith(LOCAL_DIR):
+            folder = Path(self.options.arch[len(LOCAL_DIR) :])
+            for name in LOCAL_DIR_WEIGHTS:  # open_clip's own order of preference
+                if (folder / name).is_file():
+                    return str(folder / name)
+        return None
 
     def _cache_root(self) -> Path:
         return Path(self.options.cache_dir).expanduser() if self.options.cache_dir else xdg_cache() / "clip"
