@@ -340,3 +340,30 @@ def test_cli_train_runs_and_reports(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([*base, "--out", str(tmp_path / "o2"), "--a", "nope"])
     assert e.value.code == 2 and capsys.readouterr().err.startswith("error: --a 'nope'")
+
+
+def test_which_side_stays_identity():
+    from embedeverything.train.trainer import choose_heads
+
+    def ident(name, dim, shared=None):
+        return EncoderIdentity(
+            name=name,
+            modality="image",
+            dim=dim,
+            plugin="t",
+            plugin_version="1",
+            model_id="m",
+            weights="w",
+            shared_space=shared,
+        )
+
+    cfg = make_config()
+    a, b, d = choose_heads(ident("clip", 512, "clip-ViT-B-32"), ident("vggish", 128), cfg)
+    assert (a.kind, b.kind, d) == ("identity", "linear", 512)
+    a, b, d = choose_heads(ident("vggish", 128), ident("clip", 512, "clip-ViT-B-32"), cfg)
+    assert (a.kind, b.kind, d) == ("linear", "identity", 512)
+    # both in one shared space (clip + clip-text): side a stays, side b is trained into it
+    a, b, d = choose_heads(ident("clip", 512, "s"), ident("clip-text", 512, "s"), cfg)
+    assert (a.kind, b.kind, d) == ("identity", "linear", 512)
+    a, b, d = choose_heads(ident("x", 64), ident("y", 32), make_config(dim=48, head_kind="mlp", mlp_width=20))
+    assert (a.kind, b.kind, d, a.width) == ("mlp", "mlp", 48, 20)

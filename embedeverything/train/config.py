@@ -41,7 +41,7 @@ class TrainConfig(BaseModel):
     fractions: tuple[float, float, float] = (0.57, 0.10, 0.33)  # train, val, test
     val_max_rows: int = 20000  # R@1 is measured against this many validation rows at most
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # matmuls of the loss (where it supports it)
-    compile: bool = False  # torch.compile the heads
+    compile: bool = False  # torch.compile the heads and the loss's elementwise passes (slow to start)
     checkpoint_every_s: float = 30.0  # 0: after every epoch
     stream: bool | None = None  # None: stream when the train part exceeds memory_budget
     memory_budget: int | None = None  # bytes; None: half the memory available

@@ -71,72 +71,148 @@ class _LearnableScale(nn.Module):
         return {"logit_scale": s, "temperature": 1.0 / s}
 
 
+#: below this scale, exp(s * cos) neither overflows a row sum of bf16/fp32 nor underflows it: no shift
+_NO_SHIFT_MAX_SCALE = 75.0
+
+
+def _exp_shifted(logits: torch.Tensor, shift: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out = exp(logits - shift)`` in fp32 (the subtraction in fp32: bf16 would round it)."""
+    out.copy_(logits)
+    return out.sub_(shift).exp_()
+
+
+def _softmax_sum(
+    e: torch.Tensor, inv_r: torch.Tensor, inv_c: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """``out = e * inv_r[:, None] + e * inv_c[None, :]``: softmax by rows plus by columns."""
+    inv_r, inv_c = inv_r.to(e.dtype), inv_c.to(e.dtype)  # same dtype as e: no promoted temporary
+    torch.mul(e, inv_r[:, None], out=out)
+    return out.addcmul_(e, inv_c[None, :])
+
+
+_compiled: dict[str, Any] = {}
+
+
+def _kernels(compiled: bool) -> tuple[Any, Any]:
+    """The elementwise passes, fused by torch.compile when asked (tens of seconds once per process)."""
+    if not compiled:
+        return _exp_shifted, _softmax_sum
+    if not _compiled:
+
+        def exp_shifted(logits: torch.Tensor, shift: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+            out.copy_(torch.exp(logits.float() - shift))
+            return out
+
+        def softmax_sum(
+            e: torch.Tensor, inv_r: torch.Tensor, inv_c: torch.Tensor, out: torch.Tensor
+        ) -> torch.Tensor:
+            out.copy_(e * (inv_r[:, None] + inv_c[None, :]))
+            return out
+
+        _compiled["exp"] = torch.compile(exp_shifted, dynamic=False)
+        _compiled["softmax"] = torch.compile(softmax_sum, dynamic=False)
+    return _compiled["exp"], _compiled["softmax"]
+
+
 class _ClipInfoNCE(torch.autograd.Function):
     """Symmetric InfoNCE over ``s * za @ zb.T`` with the gradient written by hand.
 
-    ``za``, ``zb``: normalised ``[B, D]`` fp32; ``s``: scalar scale. The logits are bounded by ``s``
-    (cosines), so one global shift ``c = s`` replaces the row and column maxima: one ``exp`` pass serves
-    both cross-entropies. The gradient of the mean of both wrt the logits is
-    ``(softmax_rows + softmax_cols - 2 I) / (2B)``; the matmuls run in ``dtype`` (bf16 where the CPU has
-    it) with fp32 accumulation, everything elementwise in fp32. A row or column whose sum underflows
-    (all its cosines far below 1 at a large scale) is recomputed exactly.
+    ``za``, ``zb``: normalised ``[B, D]`` fp32; ``s``: scalar scale. The logits are cosines times ``s``,
+    so they are bounded: one global shift (none at all while ``s <= 75``) replaces the row and column
+    maxima, and one ``exp`` pass serves both cross-entropies. The gradient of the mean of both wrt the
+    logits is ``(softmax_rows + softmax_cols - 2 I) / (2B)``. The matmuls run in ``dtype`` (bf16 where
+    the CPU has it) with fp32 accumulation. Two ways through the ``[B, B]`` matrix:
+
+    - ``lean`` (bf16, ``s <= 75``, eager): exponentials in place in bf16, sums accumulated in fp32:
+      half the memory traffic, which is what a step costs once the matmuls are bf16;
+    - ``shifted`` (fp32, or a larger scale, or compiled): exponentials and sums in fp32 after a global
+      shift ``c = s``; a row or column whose sum underflows is recomputed exactly.
+
+    In both the positives (the diagonal) are computed exactly in fp32 and replace their rounded entries,
+    in the sums and in the gradient. A side that needs no gradient (an identity head) costs no matmul.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, za: torch.Tensor, zb: torch.Tensor, s: torch.Tensor, dtype: torch.dtype, ws: _Workspace
+        ctx: Any,
+        za: torch.Tensor,
+        zb: torch.Tensor,
+        s: torch.Tensor,
+        dtype: torch.dtype,
+        ws: _Workspace,
+        compiled: bool,
     ) -> torch.Tensor:
         b = za.shape[0]
         sv = float(s)
-        za_l, zb_l = za.to(dtype), zb.to(dtype)
-        # E = exp(s * cos - s): [B, B] fp32, in reused buffers (fresh 64 MB pages cost a fault each)
-        e = ws.get("e", (b, b), torch.float32)
-        if dtype == torch.float32:
-            torch.mm(za_l, zb_l.t(), out=e)
+        lean = dtype == torch.bfloat16 and sv <= _NO_SHIFT_MAX_SCALE and not compiled
+        shift = 0.0 if lean else sv
+        za_s, zb_l = (za * sv).to(dtype), zb.to(dtype)  # the scale folded into the left operand
+        # fp32 [B]: the positives' logits, exact, and their exponentials after the shift
+        diag = (za * zb).sum(1) * sv
+        e_diag = torch.exp(diag - shift)
+        bad_r = bad_c = torch.zeros(0, dtype=torch.long)
+        if lean:
+            # E = exp(s * cos) [B, B] bf16, in place in a reused buffer (fresh pages cost a fault each)
+            e = torch.mm(za_s, zb_l.t(), out=ws.get("l", (b, b), dtype)).exp_()
+            fix = e_diag - e.diagonal().float()  # the exact positives replace their rounded entries
+            rows = e.sum(1).float() + fix  # [B]
+            cols = e.sum(0).float() + fix
+            log_rows, log_cols = rows.log(), cols.log()
         else:
-            e.copy_(torch.mm(za_l, zb_l.t(), out=ws.get("e_l", (b, b), dtype)))
-        e.mul_(sv).sub_(sv).exp_()
-        diag = (za * zb).sum(1) * sv  # exact positive logits, fp32 [B]
-        # the positives dominate their sums: put them in exactly (bf16 rounds logits by up to s / 256)
-        e.diagonal().copy_(torch.exp(diag - sv))
-        rows = e.sum(1)  # [B]
-        cols = e.sum(0)  # [B]
-        tiny = 1e-30
-        log_rows = rows.clamp_min(tiny).log().add_(sv)
-        log_cols = cols.clamp_min(tiny).log().add_(sv)
-        bad_r = torch.nonzero(rows < tiny).flatten()
-        bad_c = torch.nonzero(cols < tiny).flatten()
-        if bad_r.numel():
-            log_rows[bad_r] = torch.logsumexp(sv * (za[bad_r] @ zb.t()), dim=1)
-        if bad_c.numel():
-            log_cols[bad_c] = torch.logsumexp(sv * (zb[bad_c] @ za.t()), dim=1)
+            exp_shifted, _ = _kernels(compiled)
+            logits = torch.mm(za_s, zb_l.t(), out=ws.get("l", (b, b), dtype))
+            # a 0-d tensor: a float would make torch.compile specialise on every value of s
+            e = exp_shifted(logits, torch.tensor(sv), ws.get("e", (b, b), torch.float32))
+            e.diagonal().copy_(e_diag)
+            rows, cols = e.sum(1), e.sum(0)
+            tiny = 1e-30
+            log_rows = rows.clamp_min(tiny).log().add_(sv)
+            log_cols = cols.clamp_min(tiny).log().add_(sv)
+            bad_r = torch.nonzero(rows < tiny).flatten()
+            bad_c = torch.nonzero(cols < tiny).flatten()
+            if bad_r.numel():
+                log_rows[bad_r] = torch.logsumexp(sv * (za[bad_r] @ zb.t()), dim=1)
+            if bad_c.numel():
+                log_cols[bad_c] = torch.logsumexp(sv * (zb[bad_c] @ za.t()), dim=1)
         loss = 0.5 * ((log_rows - diag).mean() + (log_cols - diag).mean())
-        ctx.save_for_backward(za, zb, za_l, zb_l, s, log_rows, log_cols, bad_r, bad_c)
-        ctx.dtype, ctx.b, ctx.ws, ctx.e = dtype, b, ws, e
+        ctx.save_for_backward(za, zb, za_s, zb_l, s, diag, log_rows, log_cols, bad_r, bad_c)
+        ctx.dtype, ctx.b, ctx.ws, ctx.e, ctx.compiled, ctx.shift = dtype, b, ws, e, compiled, shift
         return loss
 
     @staticmethod
     def backward(ctx: Any, gout: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        za, zb, za_l, zb_l, s, log_rows, log_cols, bad_r, bad_c = ctx.saved_tensors
-        b, dtype, sv, e, ws = ctx.b, ctx.dtype, float(s), ctx.e, ctx.ws
-        # softmax by rows + by columns, from the shared E: G = E * (1/r_i + 1/c_j)
-        inv_r = torch.exp(sv - log_rows)  # [B] = 1 / sum_j exp(l_ij - s)
-        inv_c = torch.exp(sv - log_cols)
-        g = torch.mul(e, inv_r[:, None], out=ws.get("g", (b, b), torch.float32))
-        g.addcmul_(e, inv_c[None, :])
+        za, zb, za_s, zb_l, s, diag, log_rows, log_cols, bad_r, bad_c = ctx.saved_tensors
+        b, dtype, sv, e, ws, shift = ctx.b, ctx.dtype, float(s), ctx.e, ctx.ws, ctx.shift
+        need_a, need_b, need_s = ctx.needs_input_grad[:3]
+        _, softmax_sum = _kernels(ctx.compiled)
+        # softmax by rows + by columns from the shared E: G = E * (1/r_i + 1/c_j), written in `dtype`
+        inv_r = torch.exp(shift - log_rows)  # [B] = 1 / sum_j exp(l_ij - shift)
+        inv_c = torch.exp(shift - log_cols)
+        g = softmax_sum(e, inv_r, inv_c, ws.get("g", (b, b), dtype))
         if bad_r.numel():  # rows whose E underflowed: their softmax recomputed exactly
-            g[bad_r] = torch.softmax(sv * (za[bad_r] @ zb.t()), dim=1) + e[bad_r] * inv_c[None, :]
+            g[bad_r] = (torch.softmax(sv * (za[bad_r] @ zb.t()), dim=1) + e[bad_r] * inv_c[None, :]).to(dtype)
         if bad_c.numel():
-            g[:, bad_c] = torch.softmax(sv * (za @ zb[bad_c].t()), dim=0) + e[:, bad_c] * inv_r[:, None]
-        g.diagonal().sub_(2.0)
-        k = float(gout) / (2.0 * b)  # d loss / d logits = k * g
-        g_l = g if dtype == torch.float32 else ws.get("g_l", (b, b), dtype).copy_(g)
-        ga = torch.mm(g_l, zb_l).float()  # [B, D] = g @ zb
-        gb = torch.mm(g_l.t(), za_l).float()  # [B, D] = g.T @ za
-        # d loss / d s = sum_ij (k g_ij) cos_ij = k * sum_i za_i . (g @ zb)_i
-        gs = (za * ga).sum() * k
+            g[:, bad_c] = (torch.softmax(sv * (za @ zb[bad_c].t()), dim=0) + e[:, bad_c] * inv_r[:, None]).to(
+                dtype
+            )
+        # the diagonal exactly, in fp32: p_ii by rows + by columns - 2
+        g.diagonal().copy_(torch.exp(diag - shift) * (inv_r + inv_c) - 2.0)
         ctx.e = None
-        return ga.mul_(k * sv), gb.mul_(k * sv), gs.reshape(s.shape).to(s.dtype), None, None
+        k = float(gout) / (2.0 * b)  # d loss / d logits = k * g
+        ga = gb = gs = None
+        if need_a or (need_s and not need_b):
+            ga = torch.mm(g, zb_l).float()  # [B, D] = g @ zb
+            # d loss / d s = sum_ij (k g_ij) cos_ij = k * sum_i za_i . (g @ zb)_i
+            gs = (za * ga).sum() * k
+            ga.mul_(k * sv)
+        if need_b:
+            gb = torch.mm(g.t(), za_s).float()  # [B, D] = s * g.T @ za
+            if gs is None:
+                gs = (zb * gb).sum() * (k / sv)
+            gb.mul_(k)
+        if gs is not None:
+            gs = gs.reshape(s.shape).to(s.dtype)
+        return (ga if need_a else None), gb, (gs if need_s else None), None, None, None
 
 
 class _Workspace:
@@ -156,7 +232,8 @@ class ClipLoss(nn.Module):
     """Symmetric InfoNCE (CLIP, Radford et al. 2021): each item's pair against the batch, both ways.
 
     ``za``, ``zb``: ``[B, D]``; loss = (CE(s A B^T, I) + CE(s B A^T, I)) / 2 on normalised A, B.
-    ``fast`` uses the hand-written gradient (:class:`_ClipInfoNCE`); ``precision`` its matmul dtype.
+    ``fast`` uses the hand-written gradient (:class:`_ClipInfoNCE`); ``precision`` its matmul dtype;
+    ``compile`` fuses its elementwise passes with torch.compile.
     """
 
     def __init__(
@@ -166,18 +243,20 @@ class ClipLoss(nn.Module):
         max_scale: float = 100.0,
         fast: bool = True,
         precision: str = "auto",
+        compile: bool = False,
     ):
         super().__init__()
         self.scale = _LearnableScale(float(temperature), bool(learnable), float(max_scale))
         self.fast = bool(fast)
         self.dtype = _resolve_precision(precision)
         self._ws = _Workspace()
+        self.compiled = bool(compile)
 
     def forward(self, za: torch.Tensor, zb: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         za, zb = F.normalize(za.float(), dim=-1), F.normalize(zb.float(), dim=-1)
         s = self.scale.scale()
         if self.fast:
-            return _ClipInfoNCE.apply(za, zb, s, self.dtype, self._ws)
+            return _ClipInfoNCE.apply(za, zb, s, self.dtype, self._ws, self.compiled)
         logits = s * za @ zb.t()  # [B, B]
         target = torch.arange(za.shape[0], device=za.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))

@@ -133,10 +133,6 @@ def choose_heads(
         dim = cfg.dim
     specs = []
     for kind, ident in ((ka, ida), (kb, idb)):
-        if kind == "identity" and ident.dim != dim:
-            raise UserError(
-                f"an identity head keeps {ident.name}'s dim {ident.dim}, but the shared dim is {dim}"
-            )
         specs.append(
             HeadSpec(
                 kind=kind,
@@ -155,14 +151,25 @@ def choose_heads(
 
 @torch.no_grad()
 def recall_at_1(za: torch.Tensor, zb: torch.Tensor, block: int = 2048) -> tuple[float, float]:
-    """R@1 both ways: the share of rows whose own pair is the nearest (cosine) of all candidates."""
+    """R@1 both ways: the share of rows whose own pair is the nearest (cosine) of all candidates.
+
+    One pass over the similarity matrix serves both directions: row maxima within a block, column
+    maxima carried from block to block (ties go to the lower index, as argmax does).
+    """
     za, zb = F.normalize(za.float(), dim=-1), F.normalize(zb.float(), dim=-1)
     n = za.shape[0]
-    hits_ab = hits_ba = 0
+    hits_ab = 0
+    col_best = torch.full((n,), -float("inf"))
+    col_arg = torch.zeros(n, dtype=torch.long)
     for lo in range(0, n, block):
-        idx = torch.arange(lo, min(lo + block, n))
-        hits_ab += int((za[lo : lo + block] @ zb.t()).argmax(1).eq(idx).sum())
-        hits_ba += int((zb[lo : lo + block] @ za.t()).argmax(1).eq(idx).sum())
+        sims = za[lo : lo + block] @ zb.t()  # [block, n]
+        idx = torch.arange(lo, lo + sims.shape[0])
+        hits_ab += int(sims.argmax(1).eq(idx).sum())
+        best, arg = sims.max(0)
+        better = best > col_best
+        col_best = torch.where(better, best, col_best)
+        col_arg = torch.where(better, arg + lo, col_arg)
+    hits_ba = int(col_arg.eq(torch.arange(n)).sum())
     return hits_ab / n, hits_ba / n
 
 
@@ -318,7 +325,7 @@ def _train(
     torch.manual_seed(cfg.seed)
     head_a, head_b = Head(spec_a), Head(spec_b)
     loss_opts = dict(cfg.loss_options)
-    loss_fn = _make_loss(cfg.loss, loss_opts, cfg.precision)
+    loss_fn = _make_loss(cfg.loss, loss_opts, cfg)
 
     codes = label_codes(meta["label"][:n]) if n else None
     lab = (lambda rows: None) if codes is None else (lambda rows: codes[rows])
@@ -528,19 +535,23 @@ def _train(
     )
 
 
-def _make_loss(name: str, options: dict[str, Any], precision: str) -> torch.nn.Module:
+def _make_loss(name: str, options: dict[str, Any], cfg: TrainConfig) -> torch.nn.Module:
+    """The loss, given the trainer's precision and compile switches where its factory takes them."""
     from ..plugins import registry
     from .losses import ensure_builtin_losses
 
     ensure_builtin_losses()
     entry = registry().losses.get(name)
     opts = dict(options)
-    if entry is not None and "precision" not in opts:
+    if entry is not None:
         try:
-            if "precision" in inspect.signature(entry[0]).parameters:
-                opts["precision"] = precision
+            params = inspect.signature(entry[0]).parameters
         except (TypeError, ValueError):
-            pass
+            params = {}
+        if "precision" in params and "precision" not in opts:
+            opts["precision"] = cfg.precision
+        if "compile" in params and "compile" not in opts and cfg.compile:
+            opts["compile"] = True
     return get_loss(name, **opts)
 
 
