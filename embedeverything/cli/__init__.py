@@ -28,6 +28,7 @@ app.add_typer(store_app, name="store")
 # Each module adds its commands to ``app`` (or ``store_app``) when imported.
 from . import embed as _embed  # noqa: E402,F401
 from . import encoders as _encoders  # noqa: E402,F401
+from . import evaluate as _evaluate  # noqa: E402,F401
 from . import ingest as _ingest  # noqa: E402,F401
 from . import pair as _pair  # noqa: E402,F401
 from . import store as _store  # noqa: E402,F401

@@ -1,0 +1,224 @@
+"""`ee eval`, `ee zeroshot`, `ee query`, `ee export`, `ee figures`: judging and using a trained adapter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import app
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    c = Console()
+    if not c.is_terminal:  # a pipe or a file: wide enough for the tables, never wrapped
+        c = Console(width=160)
+    return c
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) if not isinstance(obj, str) else obj)
+    os.replace(tmp, path)
+
+
+@app.command("eval")
+def eval_cmd(
+    adapter: Annotated[Path, typer.Argument(help="The adapter (.safetensors) to evaluate.")],
+    store: Annotated[
+        str | None, typer.Option(help="Store (default: the one the adapter was trained on).")
+    ] = None,
+    split: Annotated[
+        Path | None, typer.Option(help="split.json (default: the one next to the adapter).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the full report as JSON here.")
+    ] = None,
+    baselines: Annotated[
+        bool, typer.Option("--baselines/--no-baselines", help="Fit and score the baselines.")
+    ] = True,
+    card: Annotated[
+        bool, typer.Option("--card/--no-card", help="Write README.md (model card) next to the adapter.")
+    ] = True,
+    max_test_rows: Annotated[int, typer.Option(help="Subsample the test part to this many rows.")] = 5000,
+) -> int:
+    """Retrieval on the test rows (R@1/5/10, median rank, mAP), baselines and diagnostics in one table."""
+    from ..errors import UserError
+    from ..evaluate import evaluate, write_model_card
+
+    if max_test_rows < 2:
+        raise UserError(f"--max-test-rows must be >= 2, not {max_test_rows}")
+    report = evaluate(adapter, store, split, baselines=baselines, max_test_rows=max_test_rows)
+    con = _console()
+    con.print(report.table())
+    con.print(report.diagnostics_table())
+    for note in report.notes:
+        con.print(f"note: {note}")
+    if json_out is not None:
+        _write_json(json_out, report.to_json())
+        con.print(f"report: {json_out}")
+    if card:
+        figures = sorted((adapter.parent / "figures").glob("*.png"))
+        con.print(f"model card: {write_model_card(adapter, report, figures)}")
+    return 0
+
+
+@app.command("zeroshot")
+def zeroshot_cmd(
+    files: Annotated[list[Path] | None, typer.Argument(help="Audio, image or video files to label.")] = None,
+    adapter: Annotated[Path, typer.Option("--adapter", help="The adapter (.safetensors).")] = Path(
+        "adapter.safetensors"
+    ),
+    labels: Annotated[str | None, typer.Option(help='Comma-separated labels, e.g. "dog,bell,car".')] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Label a manifest's side; top-1/top-5 against its labels.")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Label stored embeddings (the split's test rows) instead.")
+    ] = None,
+    side: Annotated[str | None, typer.Option(help="Which adapter side to label (a or b).")] = None,
+    part: Annotated[
+        str | None, typer.Option(help="With --manifest/--store: train, val, test or all.")
+    ] = None,
+    template: Annotated[
+        list[str] | None,
+        typer.Option("--template", help='Prompt template with {} (repeat); default: "a photo of a {}." ...'),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", help="Labels shown per file.")] = 3,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the predictions and accuracy as JSON.")
+    ] = None,
+) -> int:
+    """Label audio or images with words through a text encoder that shares the adapter's space."""
+    from ..errors import UserError
+    from ..evaluate import zeroshot as zs
+
+    templates = tuple(template) if template else zs.TEMPLATES
+    for t in templates:
+        if "{}" not in t:
+            raise UserError(f"template {t!r} has no {{}} for the label")
+    chosen = part if part != "all" else None
+    if manifest is not None:
+        result = zs.zeroshot_manifest(adapter, manifest, labels, templates, side, chosen)
+    elif store is not None and not files:
+        result = zs.zeroshot_store(
+            adapter, store, labels, templates, side, part if part is not None else "test"
+        )
+    else:
+        if not files:
+            raise UserError("give FILEs to label, or --manifest / --store")
+        if labels is None:
+            raise UserError('give the labels to choose from: --labels "dog,bell,car"')
+        result = zs.zeroshot_files(adapter, [str(f) for f in files], labels, templates, side)
+    print(f"text tower: {result.tower}; labelling side {result.side}")
+    summary = result.summary()
+    if result.scored:
+        print(
+            f"top-1 {summary['top1']:.3f}  top-5 {summary['top5']:.3f}  on {summary['scored']} items "
+            f"(chance {summary['chance_top1']:.3f} / {summary['chance_top5']:.3f}, {len(result.labels)} labels)"
+        )
+    else:
+        for name, preds in zip(result.names, result.top, strict=True):
+            rest = "  ".join(f"{lab} {s:.3f}" for lab, s in preds[1:top])
+            print(f"{name}  {preds[0][0]}  {preds[0][1]:.3f}  {rest}".rstrip())
+    if json_out is not None:
+        summary["predictions"] = [
+            {"item": n, "truth": t, "top": [[lab, s] for lab, s in p]}
+            for n, t, p in zip(
+                result.names, result.truth or [None] * len(result.names), result.top, strict=True
+            )
+        ]
+        _write_json(json_out, summary)
+    return 0
+
+
+@app.command("query")
+def query_cmd(
+    adapter: Annotated[Path, typer.Argument(help="The adapter (.safetensors).")],
+    item: Annotated[
+        str,
+        typer.Argument(
+            help="A file (image, audio, video, .txt), or words when a text encoder shares the space."
+        ),
+    ],
+    against: Annotated[
+        str | None, typer.Option("--against", help="Store to search (default: the adapter's).")
+    ] = None,
+    k: Annotated[int, typer.Option("--k", help="How many neighbours.")] = 5,
+    side: Annotated[
+        str | None, typer.Option(help="The adapter side the input goes through (a or b).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the hits as JSON.")] = None,
+) -> int:
+    """The nearest stored items of the other modality for one input."""
+    from dataclasses import asdict
+
+    from ..evaluate import query
+
+    res = query(adapter, item, against, k=k, side=side)
+    print(f"query {res.query!r} through {res.how}; nearest of side {res.gallery}:")
+    for h in res.hits:
+        extra = "  ".join(x for x in (h.label and f"label={h.label}", h.split and f"split={h.split}") if x)
+        print(f"{h.rank:3d}  {h.score:.4f}  {h.id}  {extra}".rstrip())
+    if json_out is not None:
+        _write_json(json_out, asdict(res))
+    return 0
+
+
+@app.command("export")
+def export_cmd(
+    store: Annotated[str, typer.Argument(help="The embedding store.")],
+    adapter: Annotated[Path, typer.Option("--adapter", help="The adapter (.safetensors) to project with.")],
+    format: Annotated[str, typer.Option("--format", help="parquet or npy.")] = "parquet",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="File (.parquet) or folder (default: ADAPTER_DIR/export).")
+    ] = None,
+    normalize: Annotated[
+        bool, typer.Option("--normalize/--no-normalize", help="L2-normalise (dot = cosine).")
+    ] = True,
+) -> int:
+    """The store's embeddings projected into the shared space, with their ids (Parquet or .npy)."""
+    from ..evaluate import export_embeddings
+
+    path = export_embeddings(
+        store, adapter, out or adapter.parent / "export", format=format, normalize=normalize
+    )
+    print(f"exported: {path}")
+    return 0
+
+
+@app.command("figures")
+def figures_cmd(
+    adapter: Annotated[Path, typer.Argument(help="The adapter (.safetensors).")],
+    store: Annotated[
+        str | None, typer.Option(help="Store (default: the one the adapter was trained on).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the PNGs (default: ADAPTER_DIR/figures).")
+    ] = None,
+    split: Annotated[
+        Path | None, typer.Option(help="split.json (default: the one next to the adapter).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="UMAP and subsampling seed.")] = 0,
+    max_points: Annotated[int, typer.Option(help="Most points per modality.")] = 2000,
+    side: Annotated[str | None, typer.Option(help="Modality of figure (a): side a or b.")] = None,
+) -> int:
+    """UMAP figures like the paper's: by class before/after the head, both modalities, linked pairs."""
+    from ..errors import UserError
+    from ..evaluate import make_figures
+
+    if max_points < 8:
+        raise UserError(f"--max-points must be >= 8, not {max_points}")
+    paths = make_figures(
+        adapter, out or adapter.parent / "figures", store, split, seed=seed, max_points=max_points, side=side
+    )
+    for p in paths:
+        print(p)
+    return 0

@@ -1,0 +1,37 @@
+"""Evaluation: retrieval metrics with baselines and diagnostics, zero-shot with text, UMAP figures,
+cross-modal query, the model card and export.
+
+Library entry points (``ee pair`` calls them): :func:`evaluate` -> :class:`EvalReport`,
+:func:`make_figures`, :func:`write_model_card`, :func:`export_embeddings`, :func:`zeroshot`,
+:func:`query`. Imported lazily: umap, matplotlib and pyarrow load only when their function is used.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "evaluate": ".report",
+    "EvalReport": ".report",
+    "MethodResult": ".report",
+    "make_figures": ".figures",
+    "write_model_card": ".card",
+    "export_embeddings": ".export",
+    "zeroshot_files": ".zeroshot",
+    "zeroshot_manifest": ".zeroshot",
+    "zeroshot_store": ".zeroshot",
+    "ZeroShot": ".zeroshot",
+    "query": ".query",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'embedeverything.evaluate' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,159 @@
+"""The model card: a README.md next to the adapter, saying what it is, what it was trained on, how well it
+does against the baselines, and what its space looks like. Everything in it comes from the adapter's own
+config and an :class:`EvalReport`, so it can be regenerated at any time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..adapter import load_adapter
+from .report import EvalReport
+
+CARD_FILE = "README.md"
+SETTINGS_SHOWN = (
+    "preset",
+    "loss",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "batch_size",
+    "epochs",
+    "patience",
+    "seed",
+    "fractions",
+)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list | tuple):
+        return ", ".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def write_model_card(
+    adapter_path: str | os.PathLike[str],
+    report: EvalReport | None = None,
+    figures: Sequence[str | os.PathLike[str]] = (),
+    zeroshot: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``README.md`` beside the adapter (replacing it); returns its path."""
+    path = Path(adapter_path)
+    ad = load_adapter(path)
+    c = ad.config
+    t = c.training
+    lines = [
+        f"# Adapter: {c.a.identity.name} + {c.b.identity.name}",
+        "",
+        f"`{path.name}` maps {c.a.identity.modality} ({c.a.identity.name}) and {c.b.identity.modality} "
+        f"({c.b.identity.name}) embeddings into one {c.shared_dim}-d space where a pair lands close by cosine. "
+        "Made with [embedeverything](https://github.com/embedeverything/embedeverything) "
+        f"{t.ee_version}: the encoders stay frozen, only the heads below were trained.",
+        "",
+        "```python",
+        "from embedeverything import load_adapter",
+        f'ad = load_adapter("{path.name}")',
+        f"z_a = ad.a(emb_a)  # [n, {c.a.identity.dim}] {c.a.identity.name} embeddings -> [n, {c.shared_dim}]",
+        f"z_b = ad.b(emb_b)  # [n, {c.b.identity.dim}] {c.b.identity.name} embeddings -> [n, {c.shared_dim}]",
+        "```",
+        "",
+        "## Encoders",
+        "",
+        "| side | encoder | modality | dim | model | weights | plugin | head |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in ("a", "b"):
+        sc = getattr(c, s)
+        i = sc.identity
+        head = sc.head.kind + (
+            f" (width {sc.head.width or max(sc.head.in_dim, sc.head.out_dim)}, depth {sc.head.depth})"
+            if sc.head.kind == "mlp"
+            else ""
+        )
+        weights = i.weights if len(i.weights) < 24 else i.weights[:23] + "…"
+        lines.append(
+            f"| {s} | {i.name} | {i.modality} | {i.dim} | {i.model_id} | `{weights}` | {i.plugin} {i.plugin_version} | {head} |"
+        )
+    if "random-init" in (c.a.identity.weights, c.b.identity.weights):
+        lines += [
+            "",
+            "**Warning: trained on embeddings of RANDOMLY initialised encoder weights; a demo only.**",
+        ]
+    counts = t.split.get("counts", {})
+    lines += [
+        "",
+        "## Data",
+        "",
+        f"- store: `{t.store}`",
+        f"- split ({t.split.get('source', '?')}, seed {t.split.get('seed', '?')}, grouped by source): "
+        + ", ".join(f"{k} {v}" for k, v in counts.items()),
+        f"- training rows: {t.rows} (ids sha256 `{t.row_ids_sha256[:19]}…`)",
+        "",
+        "## Training",
+        "",
+        "| setting | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {_fmt(t.settings[k])} |" for k in SETTINGS_SHOWN if k in t.settings]
+    lines += [
+        f"| epochs run | {t.epochs_run} (best {t.best_epoch}{', stopped early' if t.stopped_early else ''}) |",
+        f"| loss | {c.loss.name} {_fmt(c.loss.learned) if c.loss.learned else ''} |",
+    ]
+    if t.train_seconds is not None:
+        lines.append(f"| training time | {t.train_seconds:.1f} s |")
+    if report is not None:
+        lines += [
+            "",
+            "## Retrieval on the test rows",
+            "",
+            f"{report.test_rows_used} test pairs that neither training nor model selection saw; chance R@1 "
+            f"{report.chance_r1:.4f}. Baselines are fitted on the same train rows, tuned on the same validation "
+            "rows. MedR: median rank of the true pair. With labels: class-level mAP and the share of queries "
+            "with an item of their class among the first K (class R@K).",
+            "",
+            report.markdown(),
+            "",
+            "Diagnostics of the shared space (test rows): "
+            + ", ".join(
+                f"{k.replace('_', ' ')} {report.diagnostics[k]:.3g}"
+                for k in (
+                    "modality_gap",
+                    "alignment",
+                    "uniformity_a",
+                    "uniformity_b",
+                    "hubness_a2b_skewness",
+                    "hubness_b2a_skewness",
+                )
+                if k in report.diagnostics
+            )
+            + ".",
+        ]
+        lines += [f"- note: {n}" for n in report.notes]
+    if zeroshot:
+        lines += [
+            "",
+            "## Zero-shot with text",
+            "",
+            f"Text tower: {zeroshot.get('text_tower')}; {zeroshot.get('scored', 0)} items of side {zeroshot.get('side')}, "
+            f"{len(zeroshot.get('labels', []))} labels: top-1 {_fmt(zeroshot.get('top1'))} "
+            f"(chance {_fmt(zeroshot.get('chance_top1'))}), top-5 {_fmt(zeroshot.get('top5'))}.",
+        ]
+    if figures:
+        lines += ["", "## Figures", ""]
+        for f in figures:
+            fp = Path(f)
+            try:
+                rel = os.path.relpath(fp, path.parent)
+            except ValueError:
+                rel = str(fp)
+            lines += [f"![{fp.stem.replace('_', ' ')}]({Path(rel).as_posix()})", ""]
+    card = path.parent / CARD_FILE
+    tmp = card.with_name(card.name + ".tmp")
+    tmp.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    os.replace(tmp, card)
+    return card

@@ -1,0 +1,173 @@
+"""``ee export``: a store's embeddings projected into the shared space, with their ids, for other tools.
+
+Parquet (one file, both sides, one row per (side, id): ``id``, ``side``, ``modality``, ``encoder``,
+``label``, ``split``, ``embedding`` as a fixed-size list of float32) for vector databases and dataframes;
+or ``.npy`` per side with a ``.ids.txt`` beside it (line i is the id of row i). Only rows embedded on a
+side are exported for that side. Embeddings are L2-normalised by default, so that a dot product is the
+cosine the adapter was trained for. Written chunk by chunk, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..adapter import Adapter, load_adapter
+from ..errors import UserError
+from ..store import DONE, EmbeddingArray, Store
+from .data import matching_array
+
+FORMATS = ("parquet", "npy")
+
+
+def _side_chunks(
+    adapter: Adapter, side: str, arr: EmbeddingArray, normalize: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, projected embeddings) of the done rows, chunk by chunk."""
+    for c in range(arr.n_chunks()):
+        lo, _ = arr.chunk_bounds(c)
+        data, state, _ = arr.read_chunk(c)
+        done = np.flatnonzero(state == DONE)
+        if done.size == 0:
+            continue
+        with torch.no_grad():
+            z = getattr(adapter, side)(torch.from_numpy(data[done])).float()
+            if normalize:
+                z = F.normalize(z, dim=-1)
+        yield done + lo, z.numpy().astype(np.float32)
+
+
+def export_embeddings(
+    store_location: str,
+    adapter_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    format: str = "parquet",
+    normalize: bool = True,
+    sides: tuple[str, ...] = ("a", "b"),
+) -> Path:
+    """Write the projected embeddings; returns the Parquet file or the .npy folder.
+
+    ``out`` ending in ``.parquet`` names the file; otherwise it is a folder (``embeddings.parquet`` in it,
+    or the ``.npy`` files).
+    """
+    if format not in FORMATS:
+        raise UserError(f"unknown export format {format!r}; formats: {', '.join(FORMATS)}")
+    adapter = load_adapter(adapter_path)
+    store = Store.open(str(store_location), read_only=True)
+    arrays: dict[str, EmbeddingArray] = {}
+    problems = []
+    for side in sides:
+        try:
+            arrays[side] = matching_array(store, side, getattr(adapter.config, side))
+        except UserError as e:
+            problems.append(str(e))
+    if not arrays:
+        raise UserError(problems[0] if problems else "nothing to export")
+    meta = store.rows()
+    info = {
+        "adapter": str(adapter_path),
+        "store": store.location,
+        "shared_dim": adapter.config.shared_dim,
+        "normalized": normalize,
+        "sides": {
+            s: {
+                "encoder": a.encoder,
+                "array": a.key,
+                "modality": getattr(adapter.config, s).identity.modality,
+            }
+            for s, a in arrays.items()
+        },
+    }
+    out = Path(out)
+    if format == "parquet":
+        target = out if out.suffix == ".parquet" else out / "embeddings.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_parquet(target, adapter, arrays, meta, normalize, info)
+        return target
+    out.mkdir(parents=True, exist_ok=True)
+    _write_npy(out, adapter, arrays, meta, normalize, info)
+    return out
+
+
+def _write_parquet(
+    target: Path,
+    adapter: Adapter,
+    arrays: dict[str, EmbeddingArray],
+    meta: dict[str, np.ndarray],
+    normalize: bool,
+    info: dict,
+) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise UserError("Parquet export needs pyarrow: pip install 'embedeverything[eval]'") from None
+    dim = adapter.config.shared_dim
+    schema = pa.schema(
+        [
+            ("id", pa.string()),
+            ("side", pa.string()),
+            ("modality", pa.string()),
+            ("encoder", pa.string()),
+            ("label", pa.string()),
+            ("split", pa.string()),
+            ("embedding", pa.list_(pa.float32(), dim)),
+        ],
+        metadata={"embedeverything": json.dumps(info)},
+    )
+    tmp = target.with_name(target.name + ".tmp")
+    with pq.ParquetWriter(str(tmp), schema) as writer:
+        for side, arr in arrays.items():
+            modality = getattr(adapter.config, side).identity.modality
+            for rows, z in _side_chunks(adapter, side, arr, normalize):
+                n = rows.size
+                emb = pa.FixedSizeListArray.from_arrays(pa.array(z.reshape(-1), pa.float32()), dim)
+                writer.write_table(
+                    pa.Table.from_arrays(
+                        [
+                            pa.array([str(x) for x in meta["id"][rows]], pa.string()),
+                            pa.array([side] * n, pa.string()),
+                            pa.array([modality] * n, pa.string()),
+                            pa.array([arr.encoder] * n, pa.string()),
+                            pa.array([str(x) for x in meta["label"][rows]], pa.string()),
+                            pa.array([str(x) for x in meta["split"][rows]], pa.string()),
+                            emb,
+                        ],
+                        schema=schema,
+                    )
+                )
+    os.replace(tmp, target)
+
+
+def _write_npy(
+    out: Path,
+    adapter: Adapter,
+    arrays: dict[str, EmbeddingArray],
+    meta: dict[str, np.ndarray],
+    normalize: bool,
+    info: dict,
+) -> None:
+    dim = adapter.config.shared_dim
+    for side, arr in arrays.items():
+        n = int((arr.state() == DONE).sum())
+        tmp_npy, tmp_ids = out / f"{side}.npy.tmp", out / f"{side}.ids.txt.tmp"
+        mm = np.lib.format.open_memmap(str(tmp_npy), mode="w+", dtype=np.float32, shape=(n, dim))
+        k = 0
+        with open(tmp_ids, "w", encoding="utf-8") as ids:
+            for rows, z in _side_chunks(adapter, side, arr, normalize):
+                mm[k : k + rows.size] = z
+                k += rows.size
+                ids.writelines(f"{meta['id'][r]}\n" for r in rows)
+        mm.flush()
+        del mm
+        os.replace(tmp_npy, out / f"{side}.npy")
+        os.replace(tmp_ids, out / f"{side}.ids.txt")
+    tmp = out / "export.json.tmp"
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, out / "export.json")

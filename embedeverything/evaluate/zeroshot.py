@@ -1,0 +1,293 @@
+"""Zero-shot classification with words: the shared space is also a text space when one side's is.
+
+Paper, section 5: CLIP's image space is shared with CLIP's text tower, so once VGGish is mapped into it,
+audio can be labelled with words it never saw paired. The text tower is found through the encoders'
+shared-space declaration, never by name:
+
+1. a side whose encoder is itself text (``minilm``): that encoder, through that side's head;
+2. otherwise a side that declares a ``shared_space``: among the installed text encoders, the one that
+   declares the same space when built with that side's options (those it accepts). Its embeddings live in
+   that side's raw space, so they go through that side's head (an identity head for ``clip``).
+
+Each label becomes the mean of its normalised prompt embeddings (``TEMPLATES``, as CLIP's prompt
+ensembling does); an item's label is the nearest of them by cosine.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..adapter import Adapter, load_adapter
+from ..encoder import Encoder
+from ..errors import UserError
+from .inputs import decode_files, embed_items, side_encoder, side_for_modality
+
+TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "the sound of a {}.", "{}")
+
+
+@dataclass
+class TextTower:
+    side: str  # the adapter side whose head text goes through
+    encoder: Encoder
+    how: str  # said to the user
+
+
+def _candidate_text_encoders(adapter: Adapter, side: str) -> list[Encoder]:
+    from ..plugins import get_encoder, registry
+
+    ident = getattr(adapter.config, side).identity
+    found = []
+    for name, entry in sorted(registry().encoders.items()):
+        if entry.cls.modality != "text":
+            continue
+        accepted = set(getattr(entry.cls.Options, "model_fields", {}))
+        opts = {k: v for k, v in ident.options.items() if k in accepted}
+        try:
+            enc = get_encoder(name, **opts)
+            space = enc.shared_space
+        except Exception:  # a text encoder that cannot take these options is simply not a candidate
+            continue
+        if space is not None and space == ident.shared_space:
+            found.append(enc)
+    # the encoder's own plugin first (CLIP's text tower for CLIP's image tower)
+    found.sort(key=lambda e: (e.plugin_name != ident.plugin, e.name))
+    return found
+
+
+def find_text_tower(adapter: Adapter) -> TextTower:
+    """The text encoder whose output lands in the adapter's shared space; a UserError when none does."""
+    cfg = adapter.config
+    for side in ("a", "b"):
+        if getattr(cfg, side).identity.modality == "text":
+            enc = side_encoder(adapter, side)
+            return TextTower(side, enc, f"side {side} is text ({enc.name})")
+    for side in ("a", "b"):
+        ident = getattr(cfg, side).identity
+        if ident.shared_space is None:
+            continue
+        found = _candidate_text_encoders(adapter, side)
+        if found:
+            enc = found[0]
+            if int(enc.dim) != ident.dim:
+                raise UserError(
+                    f"text encoder {enc.name!r} declares {ident.name}'s space but has dim {enc.dim}, not {ident.dim}"
+                )
+            enc.ensure_loaded()
+            return TextTower(side, enc, f"{enc.name} shares {ident.name}'s space {ident.shared_space!r}")
+    spaces = [f"{s}: {getattr(cfg, s).identity.name} ({getattr(cfg, s).identity.shared_space})" for s in "ab"]
+    raise UserError(
+        "zero-shot needs a text encoder in the adapter's space: neither side is text, and no installed text "
+        f"encoder declares the shared space of a side ({'; '.join(spaces)}); install one (clip-text for clip)"
+    )
+
+
+def parse_labels(labels: str | Sequence[str]) -> list[str]:
+    items = labels.split(",") if isinstance(labels, str) else list(labels)
+    out = [x.strip() for x in items if x.strip()]
+    if len(out) < 2:
+        raise UserError(f"give at least two labels (comma-separated), got {out!r}")
+    if len(set(out)) != len(out):
+        raise UserError(f"labels repeat: {out!r}")
+    return out
+
+
+def class_embeddings(
+    adapter: Adapter, tower: TextTower, labels: Sequence[str], templates: Sequence[str] = TEMPLATES
+) -> torch.Tensor:
+    """``[n_labels, shared_dim]``, normalised: the mean of each label's normalised prompt embeddings."""
+    prompts = [t.format(label.replace("_", " ")) for label in labels for t in templates]
+    z = torch.from_numpy(embed_items(adapter, tower.side, tower.encoder, prompts))
+    z = F.normalize(z, dim=-1).view(len(labels), len(templates), -1).mean(1)
+    return F.normalize(z, dim=-1)
+
+
+@dataclass
+class ZeroShot:
+    """Predictions for some items, and accuracy where their true labels are known."""
+
+    labels: list[str]
+    tower: str
+    side: str
+    names: list[str]  # file names or row ids
+    top: list[list[tuple[str, float]]]  # per item: (label, cosine), best first
+    truth: list[str | None] = field(default_factory=list)
+
+    @property
+    def scored(self) -> list[int]:
+        return [i for i, t in enumerate(self.truth) if t is not None and t in self.labels]
+
+    def accuracy(self, k: int = 1) -> float | None:
+        idx = self.scored
+        if not idx:
+            return None
+        return float(np.mean([self.truth[i] in [lab for lab, _ in self.top[i][:k]] for i in idx]))
+
+    @property
+    def chance(self) -> float:
+        return 1.0 / len(self.labels)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "labels": self.labels,
+            "text_tower": self.tower,
+            "side": self.side,
+            "items": len(self.names),
+        }
+        if self.scored:
+            out.update(
+                {
+                    "scored": len(self.scored),
+                    "top1": self.accuracy(1),
+                    "top5": self.accuracy(5),
+                    "chance_top1": self.chance,
+                    "chance_top5": min(1.0, 5 / len(self.labels)),
+                }
+            )
+        return out
+
+
+def classify(
+    z: np.ndarray | torch.Tensor, classes: torch.Tensor, labels: Sequence[str], k: int = 5
+) -> list[list[tuple[str, float]]]:
+    zt = torch.from_numpy(np.asarray(z, np.float32)) if isinstance(z, np.ndarray) else z.float()
+    sims = F.normalize(zt, dim=-1) @ classes.T  # [n, n_labels]
+    top = torch.topk(sims, min(k, len(labels)), dim=1)
+    return [
+        [(labels[j], float(v)) for v, j in zip(vals.tolist(), idx.tolist(), strict=True)]
+        for vals, idx in zip(top.values, top.indices, strict=True)
+    ]
+
+
+def _default_side(adapter: Adapter, tower: TextTower) -> str:
+    """The side to label: the other side than the text tower's (audio, for clip + vggish)."""
+    other = "b" if tower.side == "a" else "a"
+    if getattr(adapter.config, other).identity.modality != "text":
+        return other
+    return tower.side
+
+
+def zeroshot_files(
+    adapter_path: str | os.PathLike[str],
+    files: Sequence[str | os.PathLike[str]],
+    labels: str | Sequence[str],
+    templates: Sequence[str] = TEMPLATES,
+    side: str | None = None,
+    k: int = 5,
+) -> ZeroShot:
+    """Label each file with the nearest of ``labels``; the file's type picks the adapter side."""
+    from .inputs import file_kind
+
+    if not files:
+        raise UserError("give at least one FILE to label (or --manifest / --store)")
+    adapter = load_adapter(adapter_path)
+    names = parse_labels(labels)
+    tower = find_text_tower(adapter)
+    kinds = {file_kind(Path(f)) for f in files}
+    modality = next(iter(kinds))
+    if len(kinds) > 1 or modality == "video":
+        # videos go to the side that is not the text tower's, as audio or image
+        modality = getattr(adapter.config, side or _default_side(adapter, tower)).identity.modality
+    s = side_for_modality(adapter, modality, side)
+    enc = side_encoder(adapter, s)
+    z = embed_items(adapter, s, enc, decode_files(files, modality))
+    top = classify(z, class_embeddings(adapter, tower, names, templates), names, k)
+    return ZeroShot(names, tower.how, s, [str(f) for f in files], top, [None] * len(files))
+
+
+def zeroshot_manifest(
+    adapter_path: str | os.PathLike[str],
+    manifest_path: str | os.PathLike[str],
+    labels: str | Sequence[str] | None = None,
+    templates: Sequence[str] = TEMPLATES,
+    side: str | None = None,
+    part: str | None = None,
+    k: int = 5,
+) -> ZeroShot:
+    """Label one side of a manifest's pairs; top-1/top-5 accuracy against the manifest's labels.
+
+    ``labels`` defaults to the manifest's own labels; ``part`` ("train", "val", "test") keeps the pairs of
+    that part of the adapter's split.json only.
+    """
+    from ..decode import decode
+    from ..errors import BadItem
+    from ..manifest import read_manifest
+
+    adapter = load_adapter(adapter_path)
+    manifest = read_manifest(manifest_path)
+    tower = find_text_tower(adapter)
+    s = side or _default_side(adapter, tower)
+    pairs = manifest.pairs
+    if part is not None:
+        keep = set(_split_ids(Path(adapter_path), part))
+        pairs = [p for p in pairs if p.id in keep]
+    truth_all = [p.label for p in pairs]
+    names = parse_labels(labels) if labels is not None else sorted({t for t in truth_all if t})
+    if labels is None and len(names) < 2:
+        raise UserError(f"manifest {manifest_path} has {len(names)} distinct labels; give --labels")
+    want = getattr(adapter.config, s).identity.modality
+    if manifest.modality(s) != want:
+        raise UserError(
+            f"manifest side {s} holds {manifest.modality(s)}, adapter side {s} takes {want}; "
+            "the manifest must have the adapter's sides"
+        )
+    enc = side_encoder(adapter, s)
+    items, ids, truth, bad = [], [], [], 0
+    for p in pairs:
+        try:
+            items.append(decode(p.side(s), manifest.root))
+        except BadItem:
+            bad += 1
+            continue
+        ids.append(p.id)
+        truth.append(p.label)
+    if not items:
+        raise UserError(f"no decodable side-{s} items in {manifest_path} ({bad} failed)")
+    z = embed_items(adapter, s, enc, items)
+    top = classify(z, class_embeddings(adapter, tower, names, templates), names, k)
+    return ZeroShot(names, tower.how, s, ids, top, truth)
+
+
+def zeroshot_store(
+    adapter_path: str | os.PathLike[str],
+    store_location: str | None = None,
+    labels: str | Sequence[str] | None = None,
+    templates: Sequence[str] = TEMPLATES,
+    side: str | None = None,
+    part: str | None = "test",
+    k: int = 5,
+) -> ZeroShot:
+    """The same on embeddings already in the store (no decoding): the test rows of the split by default."""
+    from .data import load_split_rows, open_eval_data
+
+    data = open_eval_data(adapter_path, store_location)
+    adapter = data.adapter
+    tower = find_text_tower(adapter)
+    s = side or _default_side(adapter, tower)
+    rows = data.usable if part is None else load_split_rows(data, None).part(part)
+    truth = [str(x) or None for x in data.meta["label"][rows]]
+    names = parse_labels(labels) if labels is not None else sorted({t for t in truth if t})
+    if labels is None and len(names) < 2:
+        raise UserError(f"store {data.store.location} has {len(names)} distinct labels; give --labels")
+    z = getattr(adapter, s)(data.arrays[s].read(rows))
+    top = classify(z, class_embeddings(adapter, tower, names, templates), names, k)
+    return ZeroShot(names, tower.how, s, [str(x) for x in data.meta["id"][rows]], top, truth)
+
+
+def _split_ids(adapter_path: Path, part: str) -> list[str]:
+    import json
+
+    if part not in ("train", "val", "test"):
+        raise UserError(f"part must be train, val or test, not {part!r}")
+    path = adapter_path.parent / "split.json"
+    try:
+        return [str(x) for x in json.loads(path.read_text())["parts"][part]]
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"cannot read the split next to the adapter ({path}): {e}") from None
