@@ -58,8 +58,25 @@ def _exc(name: str) -> tuple[type[BaseException], ...]:
     return tuple(getattr(m, name) for m in _click_modules() if hasattr(m, name))
 
 
+def _one_line_warnings() -> None:
+    """Warnings as ``warning: message`` lines, each said once per run (not once per call site)."""
+    import warnings
+
+    said: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        text = str(message)
+        if text not in said:
+            said.add(text)
+            print(f"warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = bool(os.environ.get("EE_DEBUG"))
+    if not debug:
+        _one_line_warnings()
     if not (sys.argv[1:] if argv is None else argv):
         argv = ["--help"]
     try:

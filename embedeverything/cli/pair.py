@@ -62,16 +62,30 @@ def _progress() -> tuple[Any, Any]:
 
 
 def _summary_lines(summary: Any) -> list[str]:
-    lines = [
-        f"rows used: {summary.rows_used}; failed: {summary.ingest_failures} at ingest, "
-        + ", ".join(f"{n} on side {s}" for s, n in summary.embed_failures.items())
-    ]
-    m = summary.metrics or {}
-    table = m.get("summary") or {}
-    if table:
-        lines.append(table.get("line", ""))
+    """The last lines: rows used, failures, R@1/R@10 both ways beside the best baseline, the adapter."""
+    fails = ", ".join(f"{n} on side {s}" for s, n in summary.embed_failures.items())
+    lines = [f"rows used: {summary.rows_used}; failed: {summary.ingest_failures} at ingest, {fails}"]
+    methods = (summary.metrics or {}).get("methods") or []
+    ours = next((m for m in methods if m.get("kind") == "adapter"), None)
+    baselines = [m for m in methods if m.get("kind") == "baseline"]
+    if ours is not None:
+
+        def fmt(m: dict[str, Any]) -> str:
+            x = m["metrics"]
+            return (
+                f"R@1 a→b {x.get('a2b_r1', float('nan')):.3f} b→a {x.get('b2a_r1', float('nan')):.3f}, "
+                f"R@10 a→b {x.get('a2b_r10', float('nan')):.3f} b→a {x.get('b2a_r10', float('nan')):.3f}"
+            )
+
+        n = (summary.metrics or {}).get("test_rows_used", "?")
+        lines.append(f"test ({n} rows): adapter {fmt(ours)}")
+        if baselines:
+            best = max(baselines, key=lambda m: m["metrics"].get("r1", -1.0))
+            lines.append(f"best baseline ({best['name']}): {fmt(best)}")
+    if summary.card is not None:
+        lines.append(f"model card: {summary.card}")
     lines.append(f"adapter: {summary.adapter}")
-    return [x for x in lines if x]
+    return lines
 
 
 @app.command("pair")
