@@ -156,6 +156,16 @@ def _label_by_folder(manifest: Path) -> None:
     write_manifest(manifest, pairs, m.header.a, m.header.b, m.header.source)
 
 
+def _check_sides(modalities: tuple[str, str], enc_a: Any, enc_b: Any) -> None:
+    for side, want, enc in (("a", modalities[0], enc_a), ("b", modalities[1], enc_b)):
+        if want != enc.modality:
+            hint = "; swap --a and --b" if set(modalities) == {enc_a.modality, enc_b.modality} else ""
+            raise UserError(
+                f"side {side} of the data is {want} (side a {modalities[0]}, side b {modalities[1]}) "
+                f"but --{side} {enc.name} embeds {enc.modality}{hint}"
+            )
+
+
 def check_encoders(run: PairRun) -> tuple[Any, Any]:
     """Both encoders exist, take their options and embed different modalities: before any work."""
     from .plugins import get_encoder
@@ -189,6 +199,9 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
     store = str(out / "store.zarr")
     summary = PairSummary(out=out, manifest=manifest, store=store)
 
+    if kind in ("videos", "vggsound"):  # their sides are known before any work: frame (a), audio (b)
+        _check_sides(("image", "audio"), enc_a, enc_b)
+
     # 1. ingest
     ingest_fp = _fp(
         {
@@ -215,13 +228,7 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
     m = read_manifest(manifest)
     if not m.pairs:
         raise UserError(f"no pairs could be made from {run.data}; see {out / 'manifest.failures.jsonl'}")
-    for side, enc in (("a", enc_a), ("b", enc_b)):
-        if m.modality(side) != enc.modality:
-            other = "b" if side == "a" else "a"
-            raise UserError(
-                f"side {side} of the data is {m.modality(side)} but --{side} {enc.name} embeds {enc.modality}; "
-                f"swap --a and --b (the {other} side is {m.modality(other)})"
-            )
+    _check_sides((m.header.a, m.header.b), enc_a, enc_b)
 
     # 2-3. embed each side (a no-op when done; resumes chunk by chunk)
     keys = {}

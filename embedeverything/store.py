@@ -132,9 +132,10 @@ class EmbeddingArray:
     def resize(self, n: int) -> None:
         if n < self.n_rows:
             raise StoreError(f"array {self.key} has {self.n_rows} rows; it never shrinks (asked {n})")
-        if n > self.n_rows:
-            for name in ("data", "state", "error"):
-                arr = self.group[name]
+        # each array on its own: a kill between two resizes leaves them of different lengths
+        for name in ("data", "error", "state"):
+            arr = self.group[name]
+            if arr.shape[0] != n:
                 arr.resize((n, *arr.shape[1:]))
 
     def write_chunk(self, chunk: int, values: np.ndarray, state: np.ndarray, errors: Sequence[str]) -> None:
@@ -207,25 +208,25 @@ class Store:
 
     @property
     def n_rows(self) -> int:
-        return int(self.root["rows/id"].shape[0]) if "rows/id" in self.root else 0
+        """Rows committed: the ``rows`` attribute, written only after the row arrays hold them.
+
+        A kill in the middle of appending rows leaves longer arrays behind; their tail is ignored and
+        overwritten by the next sync.
+        """
+        return int(self.root.attrs.get("rows", 0))
+
+    def _field(self, name: str) -> np.ndarray:
+        n = self.n_rows
+        if f"rows/{name}" not in self.root or n == 0:
+            return np.array([], object)
+        return np.asarray(self.root[f"rows/{name}"][:n], dtype=object)
 
     def ids(self) -> np.ndarray:
-        return (
-            np.asarray(self.root["rows/id"][:], dtype=object)
-            if "rows/id" in self.root
-            else np.array([], object)
-        )
+        return self._field("id")
 
     def rows(self) -> dict[str, np.ndarray]:
         """Row metadata: id, group, split, label ("" where unknown), in row order."""
-        return {
-            f: (
-                np.asarray(self.root[f"rows/{f}"][:], dtype=object)
-                if f"rows/{f}" in self.root
-                else np.array([], object)
-            )
-            for f in ROW_FIELDS
-        }
+        return {f: self._field(f) for f in ROW_FIELDS}
 
     def sync_rows(self, pairs: Sequence[Any]) -> tuple[np.ndarray, int]:
         """Append the pairs whose ids are new (in manifest order); refresh the others' metadata.
@@ -255,15 +256,19 @@ class Store:
         if changed:
             for f in ROW_FIELDS:
                 arr = self._rows_array(f)
-                arr.resize((n,))
+                if arr.shape[0] < n:
+                    arr.resize((n,))
                 arr[:n] = np.asarray(full[f], dtype=str)
+            self.root.attrs["rows"] = n  # the commit: only now do readers see the new rows
         return rows, len(new)
 
     # ---- embedding arrays -----------------------------------------------------------------------
     def keys(self) -> list[str]:
+        """Arrays that exist whole (a creation cut short by a kill has no ``state`` yet)."""
         if "embeddings" not in self.root:
             return []
-        return sorted(self.root["embeddings"].group_keys())
+        groups = self.root["embeddings"]
+        return sorted(k for k in groups.group_keys() if "state" in groups[k])
 
     def arrays(self) -> list[EmbeddingArray]:
         return [self.embedding(k) for k in self.keys()]
@@ -285,8 +290,10 @@ class Store:
         self, key: str, *, side: str, encoder: str, options: dict[str, Any], dim: int, chunk_rows: int
     ) -> EmbeddingArray:
         """The array for ``key``, created if new, grown to the store's row count."""
+        path = f"embeddings/{key}"
         if key not in self.keys():
-            g = self.root.create_group(f"embeddings/{key}")
+            # new, or a creation that a kill cut short: (re)made whole; nothing in it was marked done
+            g = self.root.create_group(path, overwrite=True)
             g.attrs.update(
                 {
                     "side": side,
@@ -297,9 +304,10 @@ class Store:
                 }
             )
             n = self.n_rows
+            # state last: it is what makes the array count as present
             g.create_array("data", shape=(n, dim), chunks=(chunk_rows, dim), dtype="float32", fill_value=0.0)
-            g.create_array("state", shape=(n,), chunks=(chunk_rows,), dtype="uint8", fill_value=PENDING)
             g.create_array("error", shape=(n,), chunks=(chunk_rows,), dtype=str)
+            g.create_array("state", shape=(n,), chunks=(chunk_rows,), dtype="uint8", fill_value=PENDING)
         arr = self.embedding(key)
         if arr.dim != dim:
             raise StoreError(f"array {key} holds dim {arr.dim}, the encoder now says {dim}")

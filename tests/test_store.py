@@ -88,3 +88,28 @@ def test_open_errors(tmp_path):
     g.create_array("x", shape=(1,), dtype="f4")
     with pytest.raises(StoreError, match="not an embedeverything store"):
         Store.open(tmp_path / "foreign.zarr")
+
+
+def test_a_kill_in_the_middle_of_appending_rows_or_making_an_array_is_harmless(tmp_path):
+    s = Store.open(tmp_path / "s.zarr", create=True)
+    s.sync_rows(pairs(["a", "b"]))
+    # a kill after the row arrays grew but before the commit: longer arrays, old row count
+    for f in ("id", "group"):
+        arr = s.root[f"rows/{f}"]
+        arr.resize((5,))
+        arr[2:5] = np.array(["junk1", "junk2", "junk3"])
+    assert s.n_rows == 2 and list(s.ids()) == ["a", "b"]
+    rows, new = s.sync_rows(pairs(["a", "b", "c"]))
+    assert list(rows) == [0, 1, 2] and new == 1
+    assert list(Store.open(tmp_path / "s.zarr").ids()) == ["a", "b", "c"]
+    # a kill while an array was being made: a group without its state array does not count
+    g = s.root.create_group("embeddings/a.x-1")
+    g.create_array("data", shape=(3, 2), chunks=(2, 2), dtype="float32")
+    assert s.keys() == []
+    arr = s.ensure_embedding("a.x-1", side="a", encoder="x", options={}, dim=2, chunk_rows=2)
+    assert arr.n_rows == 3 and arr.pending_chunks() == [0, 1]
+    # a kill between resizing data and state: each array is grown on its own
+    s.sync_rows(pairs(["a", "b", "c", "d", "e"]))
+    arr.group["data"].resize((5, 2))
+    arr = s.ensure_embedding("a.x-1", side="a", encoder="x", options={}, dim=2, chunk_rows=2)
+    assert [arr.group[n].shape[0] for n in ("data", "state", "error")] == [5, 5, 5]
