@@ -184,8 +184,10 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
     """The whole method, resumable; see the module docstring."""
     from .embed import embed_side
     from .manifest import read_manifest
+    from .train.config import TrainConfig, make_config
 
     enc_a, enc_b = check_encoders(run)
+    cfg: TrainConfig = make_config(run.preset, **run.train_options)  # a bad setting stops us before any work
     kind = run.kind or detect_kind(run.data, run.clips)
     out = run.out
     if run.force and out.exists():
@@ -253,7 +255,6 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
 
     # 4. train
     from .store import DONE, Store
-    from .train.config import TrainConfig, make_config
     from .train.split import rows_hash
     from .train.trainer import ADAPTER_FILE, train
 
@@ -266,7 +267,6 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
     summary.rows_used = int(usable.size)
     if usable.size < 10:
         raise UserError(f"only {usable.size} pairs have both sides embedded; at least 10 are needed to train")
-    cfg: TrainConfig = make_config(run.preset, **run.train_options)
     train_fp = _fp(
         {
             "a": keys["a"],
