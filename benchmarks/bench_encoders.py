@@ -1,22 +1,24 @@
 """Throughput of the bundled encoders through the framework vs the raw model, fp32 and bf16, in one run.
 
-    python benchmarks/bench_encoders.py [--images 256] [--clips 64] [--batch 32] [--threads 2]
+    python benchmarks/bench_encoders.py [--images 128] [--clips 48] [--batch 32] [--threads 2] [--repeat 3]
 
-For each precision it measures, at the same batch size and on the same inputs:
+At the same batch size and on the same inputs, for each precision:
 
-- clip, ViT-B-32, 224 px RGB images:
+- clip (ViT-B-32, 224 px RGB images):
   raw      ``model.encode_image`` on tensors already run through open_clip's transform (the limit);
   encoder  ``Encoder.embed`` on decoded uint8 arrays (transform + model + output checks);
-  ee embed the store runner on png files (decoding in a decoder process, overlapped with the model):
-           "steady" counts from the end of the first chunk (model loaded, decoder up), "total" from the
-           call (so it includes building the model and starting the decoder process);
-- vggish, 5 s windows of 44.1 kHz stereo:
+  ee embed the store runner on png files (decoding in a decoder process, overlapped with the model);
+- vggish (5 s windows of 44.1 kHz stereo):
   raw      the VGG on log-mel examples already computed;
   encoder  ``Encoder.embed`` on decoded audio (down-mix, soxr to 16 kHz, log-mel, model, PCA, pooling);
   ee embed the store runner on wav files.
 
-and the cosine agreement of bf16 with fp32 on the same inputs. Weights are seeded random (random_init):
-the speed does not depend on them; the cosine figures are for random weights, a pessimistic stand-in.
+raw and encoder run batch by batch in turns, both precisions side by side, and their ratios are medians
+over those side-by-side runs: on a machine shared with other work the absolute rates move, the ratios
+much less. ``ee embed`` "steady" counts from the end of its first chunk (model built, decoder up),
+"total" from the call. Also: the cosine agreement of bf16 with fp32 on the same inputs. Weights are
+seeded random (random_init): speed does not depend on them; cosine figures for random weights are a
+stand-in for the pretrained ones.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -38,17 +41,36 @@ from embedeverything import Audio, get_encoder
 from embedeverything.embed import embed_side
 from embedeverything.manifest import MediaRef, Pair, write_manifest
 
+PRECISIONS = ("fp32", "bf16")
 
-def best_rates(n: int, fns: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
-    """Items per second of each ``fn`` (best of ``repeat``), run in turns so that load from other
-    processes on the machine falls on all of them alike."""
-    best = dict.fromkeys(fns, float("inf"))
+
+def paired_times(
+    batches: list[tuple[int, dict[str, Callable[[], object]]]], repeat: int
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """Per batch, run every way in turn and time it; ``repeat`` passes over the batches.
+
+    Returns (items/s of each way from its best time on each batch; every time of each way, in run
+    order). Alternating batch by batch makes load from other processes on a shared machine fall on all
+    ways alike, so ratios of times taken side by side stay meaningful where absolute rates do not.
+    """
+    names = list(batches[0][1])
+    best: dict[tuple[int, str], float] = {}
+    times: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(repeat):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return {name: n / t for name, t in best.items()}
+        for b, (_, fns) in enumerate(batches):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                took = time.perf_counter() - t0
+                times[name].append(took)
+                best[(b, name)] = min(best.get((b, name), float("inf")), took)
+    n = sum(size for size, _ in batches)
+    return {name: n / sum(best[(b, name)] for b in range(len(batches))) for name in names}, times
+
+
+def median_ratio(times: dict[str, list[float]], a: str, b: str) -> float:
+    """Median over side-by-side runs of time(a) / time(b): b's throughput relative to a's."""
+    return float(np.median(np.array(times[a]) / np.array(times[b])))
 
 
 def run_embed(
@@ -82,6 +104,54 @@ def cosine(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(c.mean()), float(c.min())
 
 
+def bench(
+    name: str,
+    items: list,
+    manifest: Path,
+    folder: Path,
+    batch: int,
+    threads: int,
+    repeat: int,
+    prep: Callable,
+    raw: Callable,
+    stage: Callable,
+    opts: dict,
+) -> dict:
+    """Both precisions of one encoder, side by side: raw model, Encoder.embed, its own input stage."""
+    encs = {p: get_encoder(name, **opts, precision=p) for p in PRECISIONS}
+    embs = {p: e.embed(items, batch_size=batch) for p, e in encs.items()}  # load, warm up, keep for cosine
+    inputs = {p: prep(e, items) for p, e in encs.items()}  # the raw model's input, made beforehand
+    batches = []
+    for s in range(0, len(items), batch):
+        part = items[s : s + batch]
+        fns: dict[str, Callable[[], object]] = {}
+        for p, e in encs.items():
+            fns[f"raw_{p}"] = partial(raw, e, inputs[p], s, len(part))
+            fns[f"encoder_{p}"] = partial(e.embed, part, batch_size=batch)
+        fns["input_stage"] = partial(stage, encs["fp32"], part)
+        batches.append((len(part), fns))
+    rates, times = paired_times(batches, repeat)
+    out: dict = {"n": len(items), "batch": batch}
+    for p in PRECISIONS:
+        run = run_embed(
+            folder / f"{name}-{p}.zarr", manifest, name, {**opts, "precision": p}, batch, 2 * batch, threads
+        )
+        raw_after, _ = paired_times([(size, {"raw": fns[f"raw_{p}"]}) for size, fns in batches], 1)
+        raw_around = (rates[f"raw_{p}"] + raw_after["raw"]) / 2  # the limit, before and after the run
+        out[p] = {
+            "raw_model_per_s": round(rates[f"raw_{p}"], 1),
+            "encoder_embed_per_s": round(rates[f"encoder_{p}"], 1),
+            "ee_embed_steady_per_s": round(run["steady"], 1),
+            "ee_embed_total_per_s": round(run["total"], 1),
+            "encoder_vs_raw": round(median_ratio(times, f"raw_{p}", f"encoder_{p}"), 3),
+            "ee_embed_steady_vs_raw": round(run["steady"] / raw_around, 3),
+        }
+    out["input_stage_only_per_s"] = round(rates["input_stage"], 1)
+    out["raw_bf16_vs_fp32_speedup"] = round(median_ratio(times, "raw_fp32", "raw_bf16"), 2)
+    out["bf16_vs_fp32_cosine_mean_min"] = [round(v, 5) for v in cosine(embs["fp32"], embs["bf16"])]
+    return out
+
+
 def bench_clip(images: list[np.ndarray], folder: Path, batch: int, threads: int, repeat: int) -> dict:
     pairs = []
     for i, im in enumerate(images):
@@ -90,47 +160,19 @@ def bench_clip(images: list[np.ndarray], folder: Path, batch: int, threads: int,
             Pair(id=str(i), a=MediaRef(kind="image", path=f"{i}.png"), b=MediaRef(kind="text", text="x"))
         )
     manifest = write_manifest(folder / "images.jsonl", pairs, "image", "text")
-    out: dict = {"n": len(images), "batch": batch, "image_px": images[0].shape[:2]}
-    embs = {}
-    for precision in ("fp32", "bf16"):
-        opts = {"random_init": True, "seed": 0, "precision": precision, "device": "cpu"}
-        enc = get_encoder("clip", **opts)
-        embs[precision] = enc.embed(images, batch_size=batch)  # load + warm up
-        x = enc.pixels(images).to(enc._dtype)  # pre-transformed: [n, 3, 224, 224]
-        visual = enc.torch_modules()[0]
 
-        def raw(visual=visual, x=x) -> None:
-            with torch.inference_mode():
-                for s in range(0, len(x), batch):
-                    visual(x[s : s + batch])  # = model.encode_image
+    def prep(enc, items):  # open_clip's transform, beforehand: [n, 3, 224, 224]
+        return enc.pixels(items).to(enc._dtype)
 
-        def transform(enc=enc) -> None:
-            for s in range(0, len(images), batch):
-                enc.pixels(images[s : s + batch])
+    def raw(enc, x, s, size):
+        with torch.inference_mode():
+            enc.torch_modules()[0](x[s : s + size])  # model.visual(x) = model.encode_image(x)
 
-        rates = best_rates(
-            len(images),
-            {
-                "raw": raw,
-                "encoder": lambda enc=enc: enc.embed(images, batch_size=batch),
-                "transform": transform,
-            },
-            repeat,
-        )
-        run = run_embed(folder / f"clip-{precision}.zarr", manifest, "clip", opts, batch, 2 * batch, threads)
-        out[precision] = {
-            "raw_encode_image_per_s": round(rates["raw"], 1),
-            "encoder_embed_per_s": round(rates["encoder"], 1),
-            "ee_embed_steady_per_s": round(run["steady"], 1),
-            "ee_embed_total_per_s": round(run["total"], 1),
-            "transform_only_per_s": round(rates["transform"], 1),
-            "encoder_vs_raw": round(rates["encoder"] / rates["raw"], 3),
-            "ee_embed_steady_vs_raw": round(run["steady"] / rates["raw"], 3),
-        }
-    out["bf16_vs_fp32_raw_speedup"] = round(
-        out["bf16"]["raw_encode_image_per_s"] / out["fp32"]["raw_encode_image_per_s"], 2
+    opts = {"random_init": True, "seed": 0, "device": "cpu"}
+    out = bench(
+        "clip", images, manifest, folder, batch, threads, repeat, prep, raw, lambda e, p: e.pixels(p), opts
     )
-    out["bf16_vs_fp32_cosine_mean_min"] = [round(v, 5) for v in cosine(embs["fp32"], embs["bf16"])]
+    out["image_px"] = list(images[0].shape[:2])
     return out
 
 
@@ -142,72 +184,37 @@ def bench_vggish(clips: list[Audio], folder: Path, batch: int, threads: int, rep
             Pair(id=str(i), a=MediaRef(kind="audio", path=f"{i}.wav"), b=MediaRef(kind="text", text="x"))
         )
     manifest = write_manifest(folder / "audio.jsonl", pairs, "audio", "text")
-    out: dict = {"n": len(clips), "batch_clips": batch, "clip": f"{clips[0].duration:.0f} s, 44.1 kHz stereo"}
-    embs: dict = {}
-    for precision in ("fp32", "bf16"):
-        raw_opts = {
-            "random_init": True,
-            "seed": 0,
-            "precision": precision,
-            "device": "cpu",
-            "postprocess": False,
-        }
-        embs[(precision, False)] = get_encoder("vggish", **raw_opts).embed(clips, batch_size=batch)
-        opts = {"random_init": True, "seed": 0, "precision": precision, "device": "cpu"}
-        enc = get_encoder("vggish", **opts)
-        embs[(precision, True)] = enc.embed(clips, batch_size=batch)  # load + warm up
-        examples = [enc.examples(c) for c in clips]
-        per_clip = examples[0].shape[0]
-        x = torch.from_numpy(np.concatenate(examples))[:, None].to(enc._dtype)  # [n * 5, 1, 96, 64]
-        model = enc.torch_modules()[0]
+    per_clip = 5  # 0.96 s examples in a 5 s window
 
-        def raw(model=model, x=x, step=batch * per_clip) -> None:
-            with torch.inference_mode():
-                for s in range(0, len(x), step):
-                    model(x[s : s + step])
+    def prep(enc, items):  # log-mel examples, beforehand: [n * 5, 1, 96, 64]
+        return torch.from_numpy(np.concatenate([enc.examples(c) for c in items]))[:, None].to(enc._dtype)
 
-        def features(enc=enc) -> None:
-            for c in clips:
-                enc.examples(c)
+    def raw(enc, x, s, size):
+        with torch.inference_mode():
+            enc.torch_modules()[0](x[s * per_clip : (s + size) * per_clip])
 
-        rates = best_rates(
-            len(clips),
-            {"raw": raw, "encoder": lambda enc=enc: enc.embed(clips, batch_size=batch), "features": features},
-            repeat,
-        )
-        run = run_embed(
-            folder / f"vggish-{precision}.zarr", manifest, "vggish", opts, batch, 2 * batch, threads
-        )
-        out[precision] = {
-            "raw_model_clips_per_s": round(rates["raw"], 1),
-            "raw_model_examples_per_s": round(rates["raw"] * per_clip, 1),
-            "encoder_embed_clips_per_s": round(rates["encoder"], 1),
-            "ee_embed_steady_clips_per_s": round(run["steady"], 1),
-            "ee_embed_total_clips_per_s": round(run["total"], 1),
-            "features_only_clips_per_s": round(rates["features"], 1),
-            "encoder_vs_raw": round(rates["encoder"] / rates["raw"], 3),
-            "ee_embed_steady_vs_raw": round(run["steady"] / rates["raw"], 3),
-        }
-    out["bf16_vs_fp32_raw_speedup"] = round(
-        out["bf16"]["raw_model_clips_per_s"] / out["fp32"]["raw_model_clips_per_s"], 2
-    )
-    out["bf16_vs_fp32_cosine_mean_min_raw128"] = [
-        round(v, 5) for v in cosine(embs[("fp32", False)], embs[("bf16", False)])
-    ]
-    out["bf16_vs_fp32_cosine_mean_min_pca_quantised"] = [
-        round(v, 5) for v in cosine(embs[("fp32", True)], embs[("bf16", True)])
-    ]
+    def stage(enc, part):
+        for c in part:
+            enc.examples(c)
+
+    opts = {"random_init": True, "seed": 0, "device": "cpu"}
+    out = bench("vggish", clips, manifest, folder, batch, threads, repeat, prep, raw, stage, opts)
+    raw_opts = {**opts, "postprocess": False}
+    a = get_encoder("vggish", **raw_opts, precision="fp32").embed(clips, batch_size=batch)
+    b = get_encoder("vggish", **raw_opts, precision="bf16").embed(clips, batch_size=batch)
+    out["bf16_vs_fp32_cosine_mean_min_raw128"] = [round(v, 5) for v in cosine(a, b)]
+    out["clip"] = f"{clips[0].duration:.0f} s, {clips[0].sample_rate} Hz, {clips[0].channels} channels"
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=256)
-    ap.add_argument("--clips", type=int, default=64)
+    ap.add_argument("--images", type=int, default=128)
+    ap.add_argument("--clips", type=int, default=48)
     ap.add_argument("--batch", type=int, default=32, help="images per model call (clip)")
     ap.add_argument("--audio-batch", type=int, default=16, help="5 s clips per model call (vggish)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=2, help="best of this many timed runs")
+    ap.add_argument("--repeat", type=int, default=3, help="best of this many timed runs")
     ap.add_argument("--only", choices=["clip", "vggish"], default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
