@@ -211,7 +211,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--epochs", type=int, default=16)
     p.add_argument("--train-pairs", type=int, default=32768)
-    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile run")
+    p.add_argument("--compile", action="store_true", help="also run ee with --compile")
     p.add_argument("--val-pairs", type=int, default=10240)
     p.add_argument("--noise", type=float, default=0.1)
     p.add_argument("--skip-part2", action="store_true")
@@ -223,7 +223,7 @@ def main() -> None:
         if not args.skip_part1:
             ep = 1 if args.quick else args.epochs
             ntr = 8192 if args.quick else args.train_pairs
-            r = part1(tmp, ntr, args.val_pairs, ep, args.noise, compiled=not args.no_compile)
+            r = part1(tmp, ntr, args.val_pairs, ep, args.noise, compiled=args.compile)
             print("part 1 (paper settings, same data/init/epochs):")
             print(json.dumps(r, indent=1), flush=True)
         if not args.skip_part2:

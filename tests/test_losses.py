@@ -185,3 +185,27 @@ def test_unknown_loss_and_bad_option_are_user_errors():
         get_loss("clip", tempreature=0.1)
     with pytest.raises(UserError, match="temperature"):
         get_loss("clip", temperature=-1)
+
+
+@pytest.mark.parametrize("temperature", [0.07, 0.02])
+def test_linear_head_folded_into_logits_equals_the_plain_loss(temperature):
+    # identity side vs a linear head from a narrower input (VGGish 128 -> CLIP 512, here 16 -> 64)
+    g = torch.Generator().manual_seed(1)
+    za, x = torch.randn(256, 64, generator=g), torch.randn(256, 16, generator=g)
+    za[:, :16] += 3 * x
+    lin = torch.nn.Linear(16, 64)
+    grads = []
+    for folded in (False, True):
+        lin.zero_grad()
+        ref = get_loss("clip", temperature=temperature, fast=False)
+        loss = get_loss("clip", temperature=temperature, precision="bf16")
+        assert loss.folds_linear_head()
+        out = loss.identity_linear(za, x, lin) if folded else ref(za, lin(x))
+        out.backward()
+        scale_grad = (loss if folded else ref).scale.log_scale.grad
+        grads.append((float(out), lin.weight.grad.clone(), lin.bias.grad.clone(), scale_grad))
+    (l0, w0, b0, s0), (l1, w1, b1, s1) = grads
+    assert l1 == pytest.approx(l0, rel=1e-3)
+    assert F.cosine_similarity(w0.flatten(), w1.flatten(), dim=0) > 0.9999
+    assert F.cosine_similarity(b0, b1, dim=0) > 0.999
+    assert float(s1) == pytest.approx(float(s0), rel=1e-3)

@@ -77,10 +77,13 @@ class Head(nn.Module):
             # a constant feature would divide by zero; leave it unscaled
             self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
 
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.trained:
             return x
-        return self.net((x - self.mean) / self.std)
+        return self.net(self.standardize(x))
 
 
 def build_head(spec: HeadSpec) -> Head:

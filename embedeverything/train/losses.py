@@ -228,6 +228,70 @@ class _Workspace:
         return buf
 
 
+class _ClipIdentityLinear(torch.autograd.Function):
+    """The CLIP loss of an identity side against a linear head, with the head folded into the logits.
+
+    ``za``: the identity side, normalised ``[B, Da]``; ``x``: the head's standardised input ``[B, Din]``;
+    ``weight`` ``[Da, Din]``, ``bias`` ``[Da]``. With ``u = x W^T + b`` and ``n = |u|``,
+    ``cos_ij = za_i . u_j / n_j = ([za W, za b]_i . [x, 1]_j) / n_j``: the ``[B, B]`` matmuls run over
+    ``Din + 1`` (VGGish's 128) instead of ``Da`` (CLIP's 512), forward and backward. The gradient wrt
+    ``u_j`` is ``(k s / n_j) ((G^T za)_j - w_j zb_j)`` with ``w_j = sum_i G_ij cos_ij``; summed against
+    ``x_j`` it needs only ``G @ [x, 1] / n`` and ``G^T @ [za W, za b]``, both ``[B, Din + 1]``.
+    Same arithmetic as the lean path of :class:`_ClipInfoNCE` otherwise (bf16, no shift, exact positives).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        za: torch.Tensor,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        s: torch.Tensor,
+        ws: _Workspace,
+    ) -> torch.Tensor:
+        b, din = x.shape
+        sv = float(s)
+        u = F.linear(x, weight, bias)  # [B, Da]
+        n = u.norm(dim=1).clamp_min(1e-12)  # [B]
+        zb = u / n[:, None]
+        # [B, K]: K = Din + 1 padded with zero columns to a multiple of 16 (oneDNN's bf16 blocking)
+        pad = -(din + 1) % 16
+        m_aug = torch.cat([za @ weight, (za @ bias)[:, None], torch.zeros(b, pad)], dim=1)
+        x_aug = torch.cat([x, torch.ones(b, 1), torch.zeros(b, pad)], dim=1) / n[:, None]
+        a_l, x_l = (m_aug * sv).to(torch.bfloat16), x_aug.to(torch.bfloat16)
+        e = torch.mm(a_l, x_l.t(), out=ws.get("l", (b, b), torch.bfloat16)).exp_()  # exp(s cos) [B, B]
+        diag = (za * zb).sum(1) * sv  # exact positives, fp32 [B]
+        e_diag = torch.exp(diag)
+        fix = e_diag - e.diagonal().float()
+        log_rows = (e.sum(1).float() + fix).log()
+        log_cols = (e.sum(0).float() + fix).log()
+        loss = 0.5 * ((log_rows - diag).mean() + (log_cols - diag).mean())
+        ctx.save_for_backward(za, x, zb, n, x_aug, a_l, x_l, s, diag, log_rows, log_cols)
+        ctx.ws, ctx.e, ctx.din = ws, e, din
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, gout: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        za, x, zb, n, x_aug, a_l, x_l, s, diag, log_rows, log_cols = ctx.saved_tensors
+        b, sv, e, ws, din = x.shape[0], float(s), ctx.e, ctx.ws, ctx.din
+        inv_r, inv_c = torch.exp(-log_rows), torch.exp(-log_cols)
+        g = _softmax_sum(e, inv_r, inv_c, ws.get("g", (b, b), torch.bfloat16))
+        g.diagonal().copy_(torch.exp(diag) * (inv_r + inv_c) - 2.0)
+        ctx.e = None
+        k = float(gout) / (2.0 * b)
+        p = torch.mm(g, x_l).float()  # [B, K] = G @ [x, 1, 0] / n
+        q = torch.mm(g.t(), a_l).float()  # [B, K] = G^T @ s [za W, za b, 0]
+        w = (q * x_aug).sum(1) / sv  # [B] = sum_i G_ij cos_ij
+        t1 = (k * sv) * (za.t() @ p[:, : din + 1])  # [Da, Din + 1]
+        v = (k * sv) * w / n  # [B]
+        zv = zb * v[:, None]  # [B, Da]
+        g_weight = t1[:, :din] - zv.t() @ x
+        g_bias = t1[:, din] - zv.sum(0)
+        g_s = (w.sum() * k).reshape(s.shape).to(s.dtype)
+        return None, None, g_weight, g_bias, g_s, None
+
+
 class ClipLoss(nn.Module):
     """Symmetric InfoNCE (CLIP, Radford et al. 2021): each item's pair against the batch, both ways.
 
@@ -260,6 +324,26 @@ class ClipLoss(nn.Module):
         logits = s * za @ zb.t()  # [B, B]
         target = torch.arange(za.shape[0], device=za.device)
         return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+    def folds_linear_head(self) -> bool:
+        """Whether :meth:`identity_linear` applies now (bf16 on this CPU, scale in the no-shift range)."""
+        return (
+            self.fast
+            and not self.compiled
+            and self.dtype == torch.bfloat16
+            and float(self.scale.log_scale.detach().exp()) <= _NO_SHIFT_MAX_SCALE
+        )
+
+    def identity_linear(self, z_identity: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+        """The loss of an identity side against ``linear(x)``, the head folded into the logits.
+
+        Equal to ``forward(z_identity, linear(x))`` (the loss is symmetric in its two sides) at a
+        quarter of the matmul work when ``x`` has a quarter of the identity side's dim (VGGish vs CLIP).
+        """
+        za = F.normalize(z_identity.float(), dim=-1)
+        return _ClipIdentityLinear.apply(
+            za, x.float(), linear.weight, linear.bias, self.scale.scale(), self._ws
+        )
 
     def post_step(self) -> None:
         self.scale.post_step()

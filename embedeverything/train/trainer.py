@@ -35,7 +35,7 @@ from ..store import DONE, EmbeddingArray, Store
 from .config import TrainConfig, auto_batch_size
 from .data import InMemoryPairs, PairSource, StreamingPairs, default_memory_budget, label_codes
 from .heads import Head, HeadSpec
-from .losses import get_loss, loss_plugin
+from .losses import ClipLoss, get_loss, loss_plugin
 from .split import Split, make_split, rows_hash, save_split
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -382,6 +382,7 @@ def _train(
     elif (out / METRICS_FILE).exists():
         (out / METRICS_FILE).unlink()
 
+    fold = _foldable(spec_a, spec_b, loss_fn, cfg)
     ha_run, hb_run = head_a, head_b
     if cfg.compile:
         ha_run, hb_run = torch.compile(head_a), torch.compile(head_b)
@@ -421,7 +422,11 @@ def _train(
         t0 = time.perf_counter()
         total, steps, seen = 0.0, 0, 0
         for xa, xb, yl in source.batches(epoch, batch_size, cfg.seed):
-            loss = loss_fn(ha_run(xa), hb_run(xb), yl)
+            if fold is not None and loss_fn.folds_linear_head():  # type: ignore[operator]
+                z_id, x_lin, lin = (xa, xb, head_b) if fold == "b" else (xb, xa, head_a)
+                loss = loss_fn.identity_linear(z_id, lin.standardize(x_lin), lin.net)  # type: ignore[operator]
+            else:
+                loss = loss_fn(ha_run(xa), hb_run(xb), yl)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -533,6 +538,17 @@ def _train(
         streamed=streamed,
         history=history,
     )
+
+
+def _foldable(spec_a: HeadSpec, spec_b: HeadSpec, loss_fn: torch.nn.Module, cfg: TrainConfig) -> str | None:
+    """The side whose linear head the CLIP loss can fold into its logits (identity on the other side,
+    input narrower than the shared space: the paper's VGGish -> CLIP), or None."""
+    if type(loss_fn) is not ClipLoss or cfg.compile:
+        return None
+    for side, mine, other in (("b", spec_b, spec_a), ("a", spec_a, spec_b)):
+        if other.kind == "identity" and mine.kind == "linear" and mine.in_dim + 1 < mine.out_dim:
+            return side
+    return None
 
 
 def _make_loss(name: str, options: dict[str, Any], cfg: TrainConfig) -> torch.nn.Module:
