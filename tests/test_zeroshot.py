@@ -208,3 +208,56 @@ def test_zeroshot_user_errors(zs_run, tmp_path, capsys):
         ee_main("zeroshot", "--adapter", str(tmp_path / "nope.safetensors"), "--labels", "a,b", "f.wav") == 2
     )
     assert "no adapter file" in capsys.readouterr().err
+
+
+def test_ee_query_file_and_words(zs_run, tmp_path, capsys):
+    _, _, store, adapter = zs_run
+    tone = write_tone(tmp_path / "q.wav", 0.3, PITCH["car"], 8000)
+    assert ee_main("query", str(adapter), str(tone), "--against", store, "--k", "5") == 0
+    out = capsys.readouterr().out
+    hits = [ln for ln in out.splitlines() if "label=" in ln]
+    assert len(hits) == 5 and all("label=car" in ln for ln in hits), out
+    assert "zs-audio (side b)" in out and "side a" in out
+    # words go through the text tower that shares side a's space, and find images of that class
+    assert ee_main("query", str(adapter), "bell", "--k", "3", "--json", str(tmp_path / "q.json")) == 0
+    res = json.loads((tmp_path / "q.json").read_text())
+    assert res["side"] == "a" and res["gallery"] == "b"  # text lands in side a's space, searches audio
+    assert [h["label"] for h in res["hits"]] == ["bell"] * 3
+    capsys.readouterr()
+    assert ee_main("query", str(adapter), str(tmp_path / "missing.wav"), "--against", store) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert ee_main("query", str(adapter), str(tone), "--against", store, "--k", "0") == 2
+
+
+def test_adapter_with_a_text_side_labels_through_its_own_head(zs_run, tmp_path):
+    """The minilm case: one side is a text encoder (here test-text), so labels go through that side."""
+    from embedeverything.evaluate import zeroshot_files
+    from embedeverything.evaluate.zeroshot import find_text_tower
+
+    root, _, _, _ = zs_run
+    pairs = [
+        Pair(
+            id=f"t{i:03d}",
+            a=MediaRef(kind="text", text=WORDS[i % len(WORDS)]),
+            b=MediaRef(kind="audio", path=str(root / "snd" / f"{i:03d}.wav")),
+            label=WORDS[i % len(WORDS)],
+            group=f"g{i}",
+        )
+        for i in range(200)
+    ]
+    manifest = write_manifest(tmp_path / "m.jsonl", pairs, "text", "audio")
+    store = str(tmp_path / "s.zarr")
+    embed_side(store, str(manifest), "a", "test-text", decode_workers=1)
+    embed_side(store, str(manifest), "b", "zs-audio", decode_workers=1)
+    res = train(
+        store, None, None, tmp_path / "run", make_config(epochs=25, checkpoint_every_s=1e9, threads=1)
+    )
+    from embedeverything.adapter import load_adapter
+
+    tower = find_text_tower(load_adapter(res.adapter_path))
+    assert tower.side == "a" and tower.encoder.name == "test-text"
+    files = [write_tone(tmp_path / f"{w}.wav", 0.3, PITCH[w], 8000) for w in WORDS]
+    zs = zeroshot_files(res.adapter_path, files, WORDS)
+    assert zs.side == "b" and "side a is text" in zs.tower
+    right = sum(top[0][0] == w for top, w in zip(zs.top, WORDS, strict=True))
+    assert right >= 3, zs.top  # chance: 1 of 5

@@ -219,9 +219,9 @@ def make_figures(
         ax.scatter(
             xy[sl, 0],
             xy[sl, 1],
-            s=8,
+            s=14,
             marker=MARKERS[s],
-            c=[(0.75, 0.75, 0.75, 0.6)],
+            c=[(0.6, 0.6, 0.6, 0.6)],
             linewidths=0,
             label=names[s],
         )
