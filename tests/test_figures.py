@@ -65,3 +65,16 @@ def test_ee_figures_cli_is_reproducible_and_card_links_figures(labelled_run, cap
     text = card.read_text()
     assert "![b both modalities](../cli/b_both_modalities.png)" in text
     assert "## Encoders" in text and "| a | enca |" in text
+
+
+def test_figures_without_labels(tmp_path):
+    """No labels in the store: one colour for (a), markers alone tell the modalities apart in (b)."""
+    from test_eval import planted, write_store
+
+    from embedeverything.evaluate import make_figures
+
+    A, B, _ = planted(120)
+    store = write_store(tmp_path / "s.zarr", A, B)
+    res = train(store, None, None, tmp_path / "run", make_config(epochs=2, checkpoint_every_s=1e9, threads=1))
+    paths = make_figures(res.adapter_path, tmp_path / "figs", max_points=40, n_links=4)
+    assert len(paths) == 3 and all(p.stat().st_size > 10_000 for p in paths)

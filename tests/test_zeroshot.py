@@ -173,6 +173,8 @@ def test_zeroshot_store_matches_manifest(zs_run):
     by_manifest = zeroshot_manifest(adapter, manifest, part="test")
     assert by_store.names == by_manifest.names
     assert [t[0][0] for t in by_store.top] == [t[0][0] for t in by_manifest.top]
+    assert ee_main("zeroshot", "--adapter", str(adapter), "--store", store, "--part", "all") == 0
+    assert ee_main("zeroshot", "--adapter", str(adapter), "--store", store, "--part", "some") == 2
 
 
 def test_ee_zeroshot_files_and_manifest_cli(zs_run, tmp_path, capsys):
@@ -261,3 +263,14 @@ def test_adapter_with_a_text_side_labels_through_its_own_head(zs_run, tmp_path):
     assert zs.side == "b" and "side a is text" in zs.tower
     right = sum(top[0][0] == w for top, w in zip(zs.top, WORDS, strict=True))
     assert right >= 3, zs.top  # chance: 1 of 5
+
+
+def test_ee_eval_zeroshot_goes_into_report_and_card(zs_run, tmp_path, capsys):
+    _, _, _, adapter = zs_run
+    out = tmp_path / "r.json"
+    assert ee_main("eval", str(adapter), "--zeroshot", "--no-baselines", "--json", str(out)) == 0
+    assert "zero-shot (zs-text shares zs-image's space" in capsys.readouterr().out
+    z = json.loads(out.read_text())["zeroshot"]
+    assert z["top1"] > z["chance_top1"] and z["n_labels"] == 5 and z["side"] == "b"
+    card = (Path(adapter).parent / "README.md").read_text()
+    assert "## Zero-shot with text" in card and "5 labels: top-1" in card

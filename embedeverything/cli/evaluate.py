@@ -48,6 +48,13 @@ def eval_cmd(
         bool, typer.Option("--card/--no-card", help="Write README.md (model card) next to the adapter.")
     ] = True,
     max_test_rows: Annotated[int, typer.Option(help="Subsample the test part to this many rows.")] = 5000,
+    zeroshot: Annotated[
+        bool,
+        typer.Option(
+            "--zeroshot/--no-zeroshot",
+            help="Also label the test rows with their class names through the text encoder (loads it).",
+        ),
+    ] = False,
 ) -> int:
     """Retrieval on the test rows (R@1/5/10, median rank, mAP), baselines and diagnostics in one table."""
     from ..errors import UserError
@@ -57,8 +64,21 @@ def eval_cmd(
         raise UserError(f"--max-test-rows must be >= 2, not {max_test_rows}")
     report = evaluate(adapter, store, split, baselines=baselines, max_test_rows=max_test_rows)
     con = _console()
+    if zeroshot:
+        from ..evaluate import zeroshot_store
+
+        zs = zeroshot_store(adapter, store, part="test")
+        report.zeroshot = {k: v for k, v in zs.summary().items() if k != "labels"} | {
+            "n_labels": len(zs.labels)
+        }
     con.print(report.table())
     con.print(report.diagnostics_table())
+    if report.zeroshot and "top1" in report.zeroshot:
+        z = report.zeroshot
+        con.print(
+            f"zero-shot ({z['text_tower']}): top-1 {z['top1']:.3f}, top-5 {z['top5']:.3f} on {z['scored']} "
+            f"test items of side {z['side']}, {z['n_labels']} labels (chance {z['chance_top1']:.3f})"
+        )
     for note in report.notes:
         con.print(f"note: {note}")
     if json_out is not None:
@@ -66,7 +86,7 @@ def eval_cmd(
         con.print(f"report: {json_out}")
     if card:
         figures = sorted((adapter.parent / "figures").glob("*.png"))
-        con.print(f"model card: {write_model_card(adapter, report, figures)}")
+        con.print(f"model card: {write_model_card(adapter, report, figures, report.zeroshot)}")
     return 0
 
 
@@ -104,12 +124,14 @@ def zeroshot_cmd(
     for t in templates:
         if "{}" not in t:
             raise UserError(f"template {t!r} has no {{}} for the label")
+    if part not in (None, "train", "val", "test", "all"):
+        raise UserError(f"--part must be train, val, test or all, not {part!r}")
     chosen = part if part != "all" else None
     if manifest is not None:
         result = zs.zeroshot_manifest(adapter, manifest, labels, templates, side, chosen)
     elif store is not None and not files:
         result = zs.zeroshot_store(
-            adapter, store, labels, templates, side, part if part is not None else "test"
+            adapter, store, labels, templates, side, chosen if part is not None else "test"
         )
     else:
         if not files:

@@ -52,8 +52,7 @@ def write_model_card(
         "",
         f"`{path.name}` maps {c.a.identity.modality} ({c.a.identity.name}) and {c.b.identity.modality} "
         f"({c.b.identity.name}) embeddings into one {c.shared_dim}-d space where a pair lands close by cosine. "
-        "Made with [embedeverything](https://github.com/embedeverything/embedeverything) "
-        f"{t.ee_version}: the encoders stay frozen, only the heads below were trained.",
+        f"Made with embedeverything {t.ee_version}: the encoders stay frozen, only the heads below were trained.",
         "",
         "```python",
         "from embedeverything import load_adapter",
@@ -102,7 +101,7 @@ def write_model_card(
     lines += [f"| {k} | {_fmt(t.settings[k])} |" for k in SETTINGS_SHOWN if k in t.settings]
     lines += [
         f"| epochs run | {t.epochs_run} (best {t.best_epoch}{', stopped early' if t.stopped_early else ''}) |",
-        f"| loss | {c.loss.name} {_fmt(c.loss.learned) if c.loss.learned else ''} |",
+        f"| learned by the loss | {', '.join(f'{k} {_fmt(v)}' for k, v in c.loss.learned.items()) or '-'} |",
     ]
     if t.train_seconds is not None:
         lines.append(f"| training time | {t.train_seconds:.1f} s |")
@@ -140,7 +139,7 @@ def write_model_card(
             "## Zero-shot with text",
             "",
             f"Text tower: {zeroshot.get('text_tower')}; {zeroshot.get('scored', 0)} items of side {zeroshot.get('side')}, "
-            f"{len(zeroshot.get('labels', []))} labels: top-1 {_fmt(zeroshot.get('top1'))} "
+            f"{zeroshot.get('n_labels', len(zeroshot.get('labels', [])))} labels: top-1 {_fmt(zeroshot.get('top1'))} "
             f"(chance {_fmt(zeroshot.get('chance_top1'))}), top-5 {_fmt(zeroshot.get('top5'))}.",
         ]
     if figures:

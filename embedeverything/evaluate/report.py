@@ -59,6 +59,7 @@ class EvalReport:
     diagnostics: dict[str, float]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    zeroshot: dict[str, Any] | None = None  # filled by ``ee eval --zeroshot`` (see zeroshot.py)
 
     def method(self, name: str) -> MethodResult:
         for m in self.methods:
