@@ -154,10 +154,12 @@ class _ClipInfoNCE(torch.autograd.Function):
         if lean:
             # E = exp(s * cos) [B, B] bf16, in place in a reused buffer (fresh pages cost a fault each)
             e = torch.mm(za_s, zb_l.t(), out=ws.get("l", (b, b), dtype)).exp_()
-            fix = e_diag - e.diagonal().float()  # the exact positives replace their rounded entries
-            rows = e.sum(1).float() + fix  # [B]
-            cols = e.sum(0).float() + fix
-            log_rows, log_cols = rows.log(), cols.log()
+            # the positives leave E and enter exactly: log(e_ii + off_i) - l_ii = log1p(off_i / e_ii),
+            # precise even when the loss is tiny and the bf16 sums would round away all of it
+            e.diagonal().zero_()
+            off_r, off_c = e.sum(1).float(), e.sum(0).float()  # [B] negatives only
+            log_rows = diag + torch.log1p(off_r / e_diag)
+            log_cols = diag + torch.log1p(off_c / e_diag)
         else:
             exp_shifted, _ = _kernels(compiled)
             logits = torch.mm(za_s, zb_l.t(), out=ws.get("l", (b, b), dtype))
@@ -174,14 +176,15 @@ class _ClipInfoNCE(torch.autograd.Function):
                 log_rows[bad_r] = torch.logsumexp(sv * (za[bad_r] @ zb.t()), dim=1)
             if bad_c.numel():
                 log_cols[bad_c] = torch.logsumexp(sv * (zb[bad_c] @ za.t()), dim=1)
+            off_r = off_c = torch.zeros(0)
         loss = 0.5 * ((log_rows - diag).mean() + (log_cols - diag).mean())
-        ctx.save_for_backward(za, zb, za_s, zb_l, s, diag, log_rows, log_cols, bad_r, bad_c)
+        ctx.save_for_backward(za, zb, za_s, zb_l, s, diag, log_rows, log_cols, bad_r, bad_c, off_r, off_c)
         ctx.dtype, ctx.b, ctx.ws, ctx.e, ctx.compiled, ctx.shift = dtype, b, ws, e, compiled, shift
         return loss
 
     @staticmethod
     def backward(ctx: Any, gout: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        za, zb, za_s, zb_l, s, diag, log_rows, log_cols, bad_r, bad_c = ctx.saved_tensors
+        za, zb, za_s, zb_l, s, diag, log_rows, log_cols, bad_r, bad_c, off_r, off_c = ctx.saved_tensors
         b, dtype, sv, e, ws, shift = ctx.b, ctx.dtype, float(s), ctx.e, ctx.ws, ctx.shift
         need_a, need_b, need_s = ctx.needs_input_grad[:3]
         _, softmax_sum = _kernels(ctx.compiled)
@@ -195,8 +198,11 @@ class _ClipInfoNCE(torch.autograd.Function):
             g[:, bad_c] = (torch.softmax(sv * (za @ zb[bad_c].t()), dim=0) + e[:, bad_c] * inv_r[:, None]).to(
                 dtype
             )
-        # the diagonal exactly, in fp32: p_ii by rows + by columns - 2
-        g.diagonal().copy_(torch.exp(diag - shift) * (inv_r + inv_c) - 2.0)
+        # the diagonal exactly, in fp32: p_ii by rows + by columns - 2 = -(share of the negatives), both ways
+        if off_r.numel():
+            g.diagonal().copy_(-(off_r * inv_r + off_c * inv_c))
+        else:
+            g.diagonal().copy_(torch.exp(diag - shift) * (inv_r + inv_c) - 2.0)
         ctx.e = None
         k = float(gout) / (2.0 * b)  # d loss / d logits = k * g
         ga = gb = gs = None
@@ -263,25 +269,34 @@ class _ClipIdentityLinear(torch.autograd.Function):
         e = torch.mm(a_l, x_l.t(), out=ws.get("l", (b, b), torch.bfloat16)).exp_()  # exp(s cos) [B, B]
         diag = (za * zb).sum(1) * sv  # exact positives, fp32 [B]
         e_diag = torch.exp(diag)
-        fix = e_diag - e.diagonal().float()
-        log_rows = (e.sum(1).float() + fix).log()
-        log_cols = (e.sum(0).float() + fix).log()
-        loss = 0.5 * ((log_rows - diag).mean() + (log_cols - diag).mean())
-        ctx.save_for_backward(za, x, zb, n, x_aug, a_l, x_l, s, diag, log_rows, log_cols)
+        e.diagonal().zero_()  # the positives enter exactly (see _ClipInfoNCE's lean path)
+        off_r, off_c = e.sum(1).float(), e.sum(0).float()
+        loss_r, loss_c = torch.log1p(off_r / e_diag), torch.log1p(off_c / e_diag)
+        loss = 0.5 * (loss_r.mean() + loss_c.mean())
+        log_rows, log_cols = diag + loss_r, diag + loss_c
+        ctx.save_for_backward(za, x, zb, n, x_aug, a_l, x_l, s, log_rows, log_cols, off_r, off_c)
         ctx.ws, ctx.e, ctx.din = ws, e, din
         return loss
 
     @staticmethod
     def backward(ctx: Any, gout: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        za, x, zb, n, x_aug, a_l, x_l, s, diag, log_rows, log_cols = ctx.saved_tensors
-        b, sv, e, ws, din = x.shape[0], float(s), ctx.e, ctx.ws, ctx.din
-        inv_r, inv_c = torch.exp(-log_rows), torch.exp(-log_cols)
-        g = _softmax_sum(e, inv_r, inv_c, ws.get("g", (b, b), torch.bfloat16))
-        g.diagonal().copy_(torch.exp(diag) * (inv_r + inv_c) - 2.0)
+        za, x, zb, n, x_aug, a_l, x_l, s, log_rows, log_cols, off_r, off_c = ctx.saved_tensors
+        b, sv, e, din = x.shape[0], float(s), ctx.e, ctx.din
+        inv_r, inv_c = torch.exp(-log_rows), torch.exp(-log_cols)  # [B]
+        # G = E * (inv_r_i + inv_c_j) - 2 I is never formed: G @ X = inv_r * (E @ X) + E @ (inv_c * X)
+        # (one matmul over [X, inv_c X]), and likewise for G^T. E's diagonal is zero; G's enters exactly,
+        # in fp32 (left in E, its rounding would not cancel against the -2 I).
+        delta = -(off_r * inv_r + off_c * inv_c)  # [B] = G_ii
         ctx.e = None
         k = float(gout) / (2.0 * b)
-        p = torch.mm(g, x_l).float()  # [B, K] = G @ [x, 1, 0] / n
-        q = torch.mm(g.t(), a_l).float()  # [B, K] = G^T @ s [za W, za b, 0]
+        kk = x_l.shape[1]
+        a_f = a_l.float()
+        pp = torch.mm(e, torch.cat([x_l, (inv_c[:, None] * x_aug).to(torch.bfloat16)], 1)).float()
+        p = inv_r[:, None] * pp[:, :kk] + pp[:, kk:] + delta[:, None] * x_aug  # [B, K] = G @ [x, 1, 0] / n
+        qq = torch.mm(e.t(), torch.cat([(inv_r[:, None] * a_f).to(torch.bfloat16), a_l], 1)).float()
+        q = (
+            qq[:, :kk] + inv_c[:, None] * qq[:, kk:] + delta[:, None] * a_f
+        )  # [B, K] = G^T @ s [za W, za b, 0]
         w = (q * x_aug).sum(1) / sv  # [B] = sum_i G_ij cos_ij
         t1 = (k * sv) * (za.t() @ p[:, : din + 1])  # [Da, Din + 1]
         v = (k * sv) * w / n  # [B]
