@@ -63,7 +63,8 @@ def resolve_store_location(adapter_path: Path, adapter: Adapter, store_location:
     beside = adapter_path.parent / recorded
     if Path(recorded).is_absolute() or not beside.exists():
         raise UserError(
-            f"the store the adapter was trained on ({recorded}) is not there; pass the store with --store"
+            f"the store the adapter was trained on ({recorded}) is not there; name the store to use "
+            "(--store, or --against for ee query)"
         )
     return str(beside)
 
