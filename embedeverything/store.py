@@ -213,7 +213,10 @@ class Store:
         A kill in the middle of appending rows leaves longer arrays behind; their tail is ignored and
         overwritten by the next sync.
         """
-        return int(self.root.attrs.get("rows", 0))
+        rows = self.root.attrs.get("rows")
+        if rows is None:  # stores written before the attribute existed: every row array was whole
+            return int(self.root["rows/id"].shape[0]) if "rows/id" in self.root else 0
+        return int(rows)
 
     def _field(self, name: str) -> np.ndarray:
         n = self.n_rows

@@ -96,3 +96,12 @@ def image_manifest(folder: Path, n: int, bad: dict[int, str] | None = None) -> P
             )
         )
     return write_manifest(folder / "manifest.jsonl", pairs, "image", "text")
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """Plugins may set process-wide variables (minilm sets HF_HUB_OFFLINE=1): no test sees another's."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
