@@ -98,10 +98,13 @@ def image_manifest(folder: Path, n: int, bad: dict[int, str] | None = None) -> P
     return write_manifest(folder / "manifest.jsonl", pairs, "image", "text")
 
 
+_PRISTINE_ENV = dict(os.environ)
+
+
 @pytest.fixture(autouse=True)
 def _restore_environ():
-    """Plugins may set process-wide variables (minilm sets HF_HUB_OFFLINE=1): no test sees another's."""
-    saved = dict(os.environ)
-    yield
+    """Plugins may set process-wide variables (minilm sets HF_HUB_OFFLINE=1, even from a module-scoped
+    fixture): every test starts from the environment the session started with."""
     os.environ.clear()
-    os.environ.update(saved)
+    os.environ.update(_PRISTINE_ENV)
+    yield
