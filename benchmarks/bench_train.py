@@ -127,7 +127,10 @@ def interleaved_steps(xa: torch.Tensor, xb: torch.Tensor, rounds: int = 6) -> di
     torch.manual_seed(0)
     head_ee = Head(HeadSpec(kind="linear", in_dim=xb.shape[1], out_dim=xa.shape[1]))
     loss_ee = get_loss("clip")
-    opt_ee = torch.optim.Adam([*head_ee.parameters(), *loss_ee.parameters()], lr=1e-4)
+    from embedeverything.train.trainer import make_optimizer
+
+    params = [{"params": [*head_ee.parameters()]}, {"params": [*loss_ee.parameters()], "weight_decay": 0.0}]
+    opt_ee = make_optimizer(make_config("paper"), params)
     head = nn.Linear(xb.shape[1], xa.shape[1])
     log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     opt = torch.optim.Adam([*head.parameters(), log_scale], lr=1e-4)

