@@ -16,7 +16,8 @@ At the same batch size and on the same inputs, for each precision:
 raw and encoder run batch by batch in turns, both precisions side by side, and their ratios are medians
 over those side-by-side runs: on a machine shared with other work the absolute rates move, the ratios
 much less. ``ee embed`` "steady" counts from the end of its first chunk (model built, decoder up),
-"total" from the call. Also: the cosine agreement of bf16 with fp32 on the same inputs. Weights are
+"total" from the call; "cpu" compares CPU seconds per item of ``ee embed`` (beyond its fixed costs,
+decoding included) with ``Encoder.embed``'s, at fp32, which the load of other processes barely moves. Also: the cosine agreement of bf16 with fp32 on the same inputs. Weights are
 seeded random (random_init): speed does not depend on them; cosine figures for random weights are a
 stand-in for the pretrained ones.
 """
@@ -99,6 +100,52 @@ def run_embed(
     return {"total": rows / total, "steady": steady_rows / (marks[-1][0] - marks[0][0])}
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the decoder processes, once closed)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def cpu_marginal(
+    name: str, items: list, pairs: list, folder: Path, opts: dict, batch: int, threads: int
+) -> dict:
+    """CPU cost per item of `ee embed` beyond its fixed costs vs `Encoder.embed`'s, at fp32.
+
+    Wall-clock rates of whole runs swing with other load on a shared machine; CPU seconds barely do. Two
+    runs of the store runner (one chunk, and all items) give its marginal CPU per item, decoding
+    included; the same items through ``Encoder.embed`` give the framework's. ``encoder / ee embed`` is
+    the share of the pipeline's CPU that the encoder's own work takes, in steady state."""
+    kind = pairs[0].a.kind
+    used = {}
+    for n in (batch, len(items)):
+        m = write_manifest(folder / f"cpu-{name}-{n}.jsonl", pairs[:n], kind, "text")
+        c0 = cpu_seconds()
+        embed_side(
+            str(folder / f"cpu-{name}-{n}.zarr"),
+            str(m),
+            "a",
+            name,
+            opts,
+            batch_size=batch,
+            chunk_rows=batch,
+            threads=threads,
+            decode_workers=1,
+        )
+        used[n] = cpu_seconds() - c0
+    enc = get_encoder(name, **opts)
+    enc.embed(items[:batch], batch_size=batch)
+    c0 = cpu_seconds()
+    enc.embed(items[batch:], batch_size=batch)
+    per_item = (cpu_seconds() - c0) / (len(items) - batch)
+    marginal = (used[len(items)] - used[batch]) / (len(items) - batch)
+    return {
+        "encoder_cpu_ms_per_item": round(per_item * 1e3, 1),
+        "ee_embed_marginal_cpu_ms_per_item": round(marginal * 1e3, 1),
+        "encoder_vs_ee_embed_cpu": round(per_item / marginal, 3),
+        "ee_embed_fixed_cpu_s": round(used[batch] - batch * marginal, 1),
+    }
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     c = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
     return float(c.mean()), float(c.min())
@@ -172,6 +219,9 @@ def bench_clip(images: list[np.ndarray], folder: Path, batch: int, threads: int,
     out = bench(
         "clip", images, manifest, folder, batch, threads, repeat, prep, raw, lambda e, p: e.pixels(p), opts
     )
+    out["fp32"]["cpu"] = cpu_marginal(
+        "clip", images, pairs, folder, {**opts, "precision": "fp32"}, batch, threads
+    )
     out["image_px"] = list(images[0].shape[:2])
     return out
 
@@ -199,6 +249,9 @@ def bench_vggish(clips: list[Audio], folder: Path, batch: int, threads: int, rep
 
     opts = {"random_init": True, "seed": 0, "device": "cpu"}
     out = bench("vggish", clips, manifest, folder, batch, threads, repeat, prep, raw, stage, opts)
+    out["fp32"]["cpu"] = cpu_marginal(
+        "vggish", clips, pairs, folder, {**opts, "precision": "fp32"}, batch, threads
+    )
     raw_opts = {**opts, "postprocess": False}
     a = get_encoder("vggish", **raw_opts, precision="fp32").embed(clips, batch_size=batch)
     b = get_encoder("vggish", **raw_opts, precision="bf16").embed(clips, batch_size=batch)
