@@ -195,7 +195,7 @@ class Store:
         if fmt is None:
             if read_only or any(True for _ in root.members()):
                 raise StoreError(f"{loc} is a Zarr group but not an embedeverything store")
-            root.attrs["ee_store"] = STORE_FORMAT
+            root.attrs.update({"ee_store": STORE_FORMAT, "rows": 0})  # one write: whole or absent
         elif int(fmt) > STORE_FORMAT:
             raise StoreError(f"{loc}: store format {fmt} is newer than this embedeverything ({STORE_FORMAT})")
         return cls(loc, root)
@@ -213,10 +213,7 @@ class Store:
         A kill in the middle of appending rows leaves longer arrays behind; their tail is ignored and
         overwritten by the next sync.
         """
-        rows = self.root.attrs.get("rows")
-        if rows is None:  # stores written before the attribute existed: every row array was whole
-            return int(self.root["rows/id"].shape[0]) if "rows/id" in self.root else 0
-        return int(rows)
+        return int(self.root.attrs.get("rows", 0))
 
     def _field(self, name: str) -> np.ndarray:
         n = self.n_rows
