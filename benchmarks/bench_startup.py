@@ -26,8 +26,9 @@ def wall(cmd: list[str], runs: int) -> float:
 
 
 def imported(args: list[str]) -> set[str]:
-    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "embedeverything", *args],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "embedeverything", *args], capture_output=True, text=True
+    )
     mods = set()
     for line in p.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:

@@ -1,7 +1,7 @@
 """Write docs/cli.md from the typer app itself, so the CLI reference cannot drift from the code.
 
-    python scripts/gen_cli_docs.py          # rewrite docs/cli.md
-    python scripts/gen_cli_docs.py --check  # exit 1 if docs/cli.md is stale (the tests run this)
+python scripts/gen_cli_docs.py          # rewrite docs/cli.md
+python scripts/gen_cli_docs.py --check  # exit 1 if docs/cli.md is stale (the tests run this)
 """
 
 from __future__ import annotations
