@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ def pin_threads(threads: int | None) -> int:
     The default is the CPUs this process may use; Dask workers pin 1 (as Dask's nanny does for BLAS).
     """
     n = int(threads) if threads else len(os.sched_getaffinity(0))
-    torch = __import__("sys").modules.get("torch")
+    torch = sys.modules.get("torch")  # an encoder that uses torch has imported it by now
     if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n

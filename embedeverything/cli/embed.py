@@ -23,6 +23,38 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def stage_display() -> Any:
+    """The rich progress display of long stages: description, bar, n/total, a free info field, time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        transient=False,
+    )
+
+
+def embed_callbacks(display: Any, label: str) -> dict[str, Any]:
+    """``on_start`` / ``on_progress`` for :func:`embed_side` that drive one bar with rows/s."""
+    task: dict[str, Any] = {}
+
+    def on_start(todo: int, total: int) -> None:
+        if todo:
+            display.start()
+            task["id"] = display.add_task(label, total=todo, info="")
+
+    def on_progress(n: int) -> None:
+        display.advance(task["id"], n)
+        t = next(t for t in display.tasks if t.id == task["id"])
+        if t.elapsed:
+            display.update(task["id"], info=f"{t.completed / t.elapsed:.1f} rows/s")
+
+    return {"on_start": on_start, "on_progress": on_progress}
+
+
 def default_store(manifest: Path) -> str:
     return str(manifest.parent / "store.zarr")
 
@@ -56,36 +88,14 @@ def embed_cmd(
     ] = None,
 ) -> int:
     """Embed one side of a manifest into the store; resumable, and a no-op when already done."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..embed import embed_side
 
     if side not in ("a", "b"):
         raise UserError(f"--side must be a or b, not {side!r}")
     options = parse_options(opt)
     location = store or default_store(manifest)
-    progress = Progress(
-        TextColumn(f"embed {side} with {encoder}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} rows/s"),
-        TimeElapsedColumn(),
-        transient=False,
-    )
-    task = None
-
-    def on_start(todo: int, total: int) -> None:
-        nonlocal task
-        if todo:
-            progress.start()
-            task = progress.add_task("embed", total=todo, rate="-")
-
-    def on_progress(n: int) -> None:
-        assert task is not None
-        progress.advance(task, n)
-        t = progress.tasks[0]
-        if t.elapsed:
-            progress.update(task, rate=f"{t.completed / t.elapsed:.1f}")
+    progress = stage_display()
+    callbacks = embed_callbacks(progress, f"embed {side} with {encoder}")
 
     try:
         report = embed_side(
@@ -102,11 +112,10 @@ def embed_cmd(
             decode_timeout=decode_timeout,
             workers=workers,
             scheduler=scheduler,
-            on_start=on_start,
-            on_progress=on_progress,
+            **callbacks,
         )
     finally:
-        if task is not None:
+        if progress.live.is_started:  # stopping a display never started prints a blank line
             progress.stop()
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -9,40 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from . import app
-from .embed import parse_options
+from .embed import embed_callbacks, parse_options, stage_display
 
 Opt = Annotated[list[str] | None, typer.Option(help="Option key=value (repeat).")]
 
 
 def _progress() -> tuple[Any, Any]:
     """One rich progress display for every stage; returns (display, factory of stage callbacks)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    display = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        transient=False,
-    )
+    display = stage_display()
 
     def factory(stage: str, name: str | None) -> Any:
         if stage in ("a", "b"):
-            task: dict[str, Any] = {}
-
-            def on_start(todo: int, total: int) -> None:
-                if todo:
-                    display.start()
-                    task["id"] = display.add_task(f"embed {stage} ({name})", total=todo, info="")
-
-            def on_progress(n: int) -> None:
-                display.advance(task["id"], n)
-                t = display.tasks[-1]
-                if t.elapsed:
-                    display.update(task["id"], info=f"{t.completed / t.elapsed:.1f} rows/s")
-
-            return {"on_start": on_start, "on_progress": on_progress}
+            return embed_callbacks(display, f"embed {stage} ({name})")
         state: dict[str, Any] = {}
 
         def on_epoch(rep: Any) -> None:
@@ -176,7 +154,8 @@ def _run(run: Any) -> int:
     try:
         summary = run_pair(run, log=lambda s: print(s, file=sys.stderr), progress=factory)
     finally:
-        display.stop()
+        if display.live.is_started:  # stopping a display never started prints a blank line
+            display.stop()
     for line in _summary_lines(summary):
         print(line)
     return summary.exit_code
