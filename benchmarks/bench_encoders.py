@@ -1,6 +1,7 @@
 """Throughput of the bundled encoders through the framework vs the raw model, fp32 and bf16, in one run.
 
-    python benchmarks/bench_encoders.py [--images 128] [--clips 48] [--batch 32] [--threads 2] [--repeat 3]
+    python benchmarks/bench_encoders.py [--images 128] [--clips 48] [--run-images 192] [--run-clips 128]
+                                        [--rounds 3] [--batch 32] [--threads 2] [--repeat 3] [--only clip]
 
 At the same batch size and on the same inputs, for each precision:
 
@@ -13,13 +14,17 @@ At the same batch size and on the same inputs, for each precision:
   encoder  ``Encoder.embed`` on decoded audio (down-mix, soxr to 16 kHz, log-mel, model, PCA, pooling);
   ee embed the store runner on wav files.
 
-raw and encoder run batch by batch in turns, both precisions side by side, and their ratios are medians
-over those side-by-side runs: on a machine shared with other work the absolute rates move, the ratios
-much less. ``ee embed`` "steady" counts from the end of its first chunk (model built, decoder up),
-"total" from the call; "cpu" compares CPU seconds per item of ``ee embed`` (beyond its fixed costs,
-decoding included) with ``Encoder.embed``'s, at fp32, which the load of other processes barely moves. Also: the cosine agreement of bf16 with fp32 on the same inputs. Weights are
-seeded random (random_init): speed does not depend on them; cosine figures for random weights are a
-stand-in for the pretrained ones.
+The speed of this shared machine drifts by 10-20% over seconds to minutes, so nothing is compared with
+a figure taken at another time: raw and encoder run batch by batch in turns (their ratios are medians
+over those side-by-side runs), and each `ee embed` run is timed against the raw model chunk by chunk
+(after each chunk, in the progress callback, the raw model computes as many pre-made inputs; the
+callback's time is taken out of the run's). "steady" leaves out the first chunk (model built, decoder
+process started), which a long run amortises; "total" is the whole call. "cpu" compares CPU seconds
+per item of ``ee embed`` (beyond its fixed costs, decoding included) with ``Encoder.embed``'s, at fp32.
+Also: the cosine agreement of bf16 with fp32 on the same inputs, and the hardware's own bf16 / fp32
+ratio on one of ViT-B-32's matmuls (the ceiling for any model's speed-up). Weights are seeded random
+(random_init): speed does not depend on them; cosine figures for random weights are a stand-in for the
+pretrained ones.
 """
 
 from __future__ import annotations
@@ -75,11 +80,30 @@ def median_ratio(times: dict[str, list[float]], a: str, b: str) -> float:
 
 
 def run_embed(
-    store: Path, manifest: Path, encoder: str, opts: dict, batch: int, chunk: int, threads: int
+    store: Path,
+    manifest: Path,
+    encoder: str,
+    opts: dict,
+    batch: int,
+    chunk: int,
+    threads: int,
+    between: Callable[[int], float] | None = None,
 ) -> dict:
-    """One `ee embed` (the store runner) into a fresh store: total rows/s, and rows/s after the first
-    chunk (model loaded, decoder processes up), which is what a long run sees."""
-    marks: list[tuple[float, int]] = []
+    """One `ee embed` (the store runner) into a fresh store.
+
+    Returns total rows/s, and "steady" rows/s after the first chunk (model built, decoder processes up),
+    which is what a long run sees. ``between(n)``, when given, runs after each chunk of ``n`` rows (in the
+    progress callback, while the decoder processes are idle: the chunk after next was decoded long
+    before) and returns the seconds it took; they are taken out of the run's time and returned as
+    ``between_s`` per steady chunk."""
+    marks: list[tuple[float, float, int]] = []  # (chunk done, callback done, rows)
+
+    def progress(n: int) -> None:
+        done = time.perf_counter()
+        if between is not None:
+            between(n)
+        marks.append((done, time.perf_counter(), n))
+
     t0 = time.perf_counter()
     report = embed_side(
         str(store),
@@ -91,13 +115,20 @@ def run_embed(
         chunk_rows=chunk,
         threads=threads,
         decode_workers=1,
-        on_progress=lambda n: marks.append((time.perf_counter(), n)),
+        on_progress=progress,
     )
-    total = time.perf_counter() - t0
+    total = time.perf_counter() - t0 - sum(after - done for done, after, _ in marks)
     assert report.failed == 0, report
-    rows = sum(n for _, n in marks)
-    steady_rows = rows - marks[0][1]
-    return {"total": rows / total, "steady": steady_rows / (marks[-1][0] - marks[0][0])}
+    # chunk k's time runs from the end of the callback after chunk k-1 to the end of chunk k
+    steady = [
+        (done - prev_after, n) for (_, prev_after, _), (done, _, n) in zip(marks, marks[1:], strict=False)
+    ]
+    return {
+        "total": sum(n for *_, n in marks) / total,
+        "steady": sum(n for _, n in steady) / sum(t for t, _ in steady),
+        "chunk_s": [t for t, _ in steady],
+        "between_s": [after - done for done, after, _ in marks[1:]],
+    }
 
 
 def cpu_seconds() -> float:
@@ -151,20 +182,67 @@ def cosine(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(c.mean()), float(c.min())
 
 
+def embed_vs_raw(
+    name: str,
+    enc: object,
+    run_items: list,
+    manifest: Path,
+    folder: Path,
+    batch: int,
+    threads: int,
+    rounds: int,
+    prep: Callable,
+    raw: Callable,
+    opts: dict,
+) -> dict:
+    """`ee embed` against the raw model, chunk by chunk: after each chunk of the run, the raw model
+    computes as many pre-made inputs (same size, same batch) and is timed. The machine's speed drifts
+    by 10-20% over minutes on a shared host; compared a few seconds apart the two see the same machine,
+    which whole runs timed one after the other do not. Steady chunks only (after the first); the ratio
+    is over all steady chunks of a run, then the median over ``rounds`` runs."""
+    x = prep(enc, run_items)
+    raw(enc, x, 0, batch)  # warm
+
+    def raw_chunk(n: int) -> float:
+        t0 = time.perf_counter()
+        for s in range(0, n, batch):
+            raw(enc, x, s % len(run_items), min(batch, n - s))
+        return time.perf_counter() - t0
+
+    runs = []
+    for r in range(rounds):
+        store = folder / f"{name}-{opts['precision']}-{r}.zarr"
+        runs.append(run_embed(store, manifest, name, opts, batch, 2 * batch, threads, between=raw_chunk))
+    ratios = [sum(run["between_s"]) / sum(run["chunk_s"]) for run in runs]
+    return {
+        "ee_embed_items": len(run_items),
+        "ee_embed_steady_per_s": [round(run["steady"], 1) for run in runs],
+        "ee_embed_total_per_s": [round(run["total"], 1) for run in runs],
+        "raw_between_chunks_per_s": [
+            round(run["steady"] * sum(run["chunk_s"]) / sum(run["between_s"]), 1) for run in runs
+        ],
+        "ee_embed_steady_vs_raw_each": [round(v, 3) for v in ratios],
+        "ee_embed_steady_vs_raw": round(float(np.median(ratios)), 3),
+    }
+
+
 def bench(
     name: str,
     items: list,
+    run_items: list,
     manifest: Path,
     folder: Path,
     batch: int,
     threads: int,
     repeat: int,
+    rounds: int,
     prep: Callable,
     raw: Callable,
     stage: Callable,
     opts: dict,
 ) -> dict:
-    """Both precisions of one encoder, side by side: raw model, Encoder.embed, its own input stage."""
+    """Both precisions of one encoder: raw model, Encoder.embed and its own input stage side by side on
+    ``items``; then `ee embed` on ``run_items`` (the manifest's) against raw passes over the same."""
     encs = {p: get_encoder(name, **opts, precision=p) for p in PRECISIONS}
     embs = {p: e.embed(items, batch_size=batch) for p, e in encs.items()}  # load, warm up, keep for cosine
     inputs = {p: prep(e, items) for p, e in encs.items()}  # the raw model's input, made beforehand
@@ -178,20 +256,26 @@ def bench(
         fns["input_stage"] = partial(stage, encs["fp32"], part)
         batches.append((len(part), fns))
     rates, times = paired_times(batches, repeat)
+    del inputs
     out: dict = {"n": len(items), "batch": batch}
     for p in PRECISIONS:
-        run = run_embed(
-            folder / f"{name}-{p}.zarr", manifest, name, {**opts, "precision": p}, batch, 2 * batch, threads
-        )
-        raw_after, _ = paired_times([(size, {"raw": fns[f"raw_{p}"]}) for size, fns in batches], 1)
-        raw_around = (rates[f"raw_{p}"] + raw_after["raw"]) / 2  # the limit, before and after the run
         out[p] = {
             "raw_model_per_s": round(rates[f"raw_{p}"], 1),
             "encoder_embed_per_s": round(rates[f"encoder_{p}"], 1),
-            "ee_embed_steady_per_s": round(run["steady"], 1),
-            "ee_embed_total_per_s": round(run["total"], 1),
             "encoder_vs_raw": round(median_ratio(times, f"raw_{p}", f"encoder_{p}"), 3),
-            "ee_embed_steady_vs_raw": round(run["steady"] / raw_around, 3),
+            **embed_vs_raw(
+                name,
+                encs[p],
+                run_items,
+                manifest,
+                folder,
+                batch,
+                threads,
+                rounds,
+                prep,
+                raw,
+                {**opts, "precision": p},
+            ),
         }
     out["input_stage_only_per_s"] = round(rates["input_stage"], 1)
     out["raw_bf16_vs_fp32_speedup"] = round(median_ratio(times, "raw_fp32", "raw_bf16"), 2)
@@ -199,7 +283,10 @@ def bench(
     return out
 
 
-def bench_clip(images: list[np.ndarray], folder: Path, batch: int, threads: int, repeat: int) -> dict:
+def bench_clip(
+    images: list[np.ndarray], paired: int, folder: Path, batch: int, threads: int, repeat: int, rounds: int
+) -> dict:
+    """``images`` go through `ee embed`; the first ``paired`` also through the side-by-side timings."""
     pairs = []
     for i, im in enumerate(images):
         Image.fromarray(im).save(folder / f"{i}.png")
@@ -217,16 +304,31 @@ def bench_clip(images: list[np.ndarray], folder: Path, batch: int, threads: int,
 
     opts = {"random_init": True, "seed": 0, "device": "cpu"}
     out = bench(
-        "clip", images, manifest, folder, batch, threads, repeat, prep, raw, lambda e, p: e.pixels(p), opts
+        "clip",
+        images[:paired],
+        images,
+        manifest,
+        folder,
+        batch,
+        threads,
+        repeat,
+        rounds,
+        prep,
+        raw,
+        lambda e, p: e.pixels(p),
+        opts,
     )
     out["fp32"]["cpu"] = cpu_marginal(
-        "clip", images, pairs, folder, {**opts, "precision": "fp32"}, batch, threads
+        "clip", images[:paired], pairs[:paired], folder, {**opts, "precision": "fp32"}, batch, threads
     )
     out["image_px"] = list(images[0].shape[:2])
     return out
 
 
-def bench_vggish(clips: list[Audio], folder: Path, batch: int, threads: int, repeat: int) -> dict:
+def bench_vggish(
+    clips: list[Audio], paired: int, folder: Path, batch: int, threads: int, repeat: int, rounds: int
+) -> dict:
+    """``clips`` go through `ee embed`; the first ``paired`` also through the side-by-side timings."""
     pairs = []
     for i, c in enumerate(clips):
         sf.write(folder / f"{i}.wav", c.samples.T, c.sample_rate)
@@ -248,22 +350,69 @@ def bench_vggish(clips: list[Audio], folder: Path, batch: int, threads: int, rep
             enc.examples(c)
 
     opts = {"random_init": True, "seed": 0, "device": "cpu"}
-    out = bench("vggish", clips, manifest, folder, batch, threads, repeat, prep, raw, stage, opts)
+    out = bench(
+        "vggish",
+        clips[:paired],
+        clips,
+        manifest,
+        folder,
+        batch,
+        threads,
+        repeat,
+        rounds,
+        prep,
+        raw,
+        stage,
+        opts,
+    )
     out["fp32"]["cpu"] = cpu_marginal(
-        "vggish", clips, pairs, folder, {**opts, "precision": "fp32"}, batch, threads
+        "vggish", clips[:paired], pairs[:paired], folder, {**opts, "precision": "fp32"}, batch, threads
     )
     raw_opts = {**opts, "postprocess": False}
-    a = get_encoder("vggish", **raw_opts, precision="fp32").embed(clips, batch_size=batch)
-    b = get_encoder("vggish", **raw_opts, precision="bf16").embed(clips, batch_size=batch)
+    a = get_encoder("vggish", **raw_opts, precision="fp32").embed(clips[:paired], batch_size=batch)
+    b = get_encoder("vggish", **raw_opts, precision="bf16").embed(clips[:paired], batch_size=batch)
     out["bf16_vs_fp32_cosine_mean_min_raw128"] = [round(v, 5) for v in cosine(a, b)]
     out["clip"] = f"{clips[0].duration:.0f} s, {clips[0].sample_rate} Hz, {clips[0].channels} channels"
     return out
 
 
+def gemm_bf16_vs_fp32(threads: int) -> dict:
+    """The hardware's own bf16 / fp32 ratio on one of ViT-B-32's matmuls (1600x768 @ 768x3072): the
+    ceiling for a whole model's speed-up. AMX machines reach several x; AVX-512 BF16 alone about 2x."""
+    out = {}
+    for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(1600, 768, dtype=dt), torch.randn(768, 3072, dtype=dt)
+        a @ b
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(10):
+                a @ b
+            best = min(best, time.perf_counter() - t0)
+        out[f"{name}_gflop_s"] = round(2 * 1600 * 768 * 3072 * 10 / best / 1e9, 1)
+    out["bf16_vs_fp32"] = round(out["bf16_gflop_s"] / out["fp32_gflop_s"], 2)
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    out["cpu_has_amx"] = any(f.startswith("amx") for f in flags)
+    out["cpu_has_avx512_bf16"] = "avx512_bf16" in flags
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=128)
-    ap.add_argument("--clips", type=int, default=48)
+    ap.add_argument("--images", type=int, default=128, help="images in the side-by-side timings")
+    ap.add_argument("--clips", type=int, default=48, help="clips in the side-by-side timings")
+    ap.add_argument(
+        "--run-images", type=int, default=192, help="images per `ee embed` run (chunks of 2 batches)"
+    )
+    ap.add_argument(
+        "--run-clips", type=int, default=128, help="clips per `ee embed` run (chunks of 2 batches)"
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="`ee embed` runs per precision (each timed against the raw model chunk by chunk)",
+    )
     ap.add_argument("--batch", type=int, default=32, help="images per model call (clip)")
     ap.add_argument("--audio-batch", type=int, default=16, help="5 s clips per model call (vggish)")
     ap.add_argument("--threads", type=int, default=2)
@@ -277,6 +426,7 @@ def main() -> None:
         "threads": args.threads,
         "device": "cpu",
         "load_average_at_start": os.getloadavg(),
+        "gemm": gemm_bf16_vs_fp32(args.threads),
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -285,18 +435,22 @@ def main() -> None:
             base = np.linspace(0, 255, 224, dtype=np.float32)[None, :, None]
             images = [
                 np.clip(base + rng.normal(0, 20, (224, 224, 3)), 0, 255).astype(np.uint8)
-                for _ in range(args.images)
+                for _ in range(max(args.images, args.run_images))
             ]
-            result["clip"] = bench_clip(images, folder, args.batch, args.threads, args.repeat)
+            result["clip"] = bench_clip(
+                images, args.images, folder, args.batch, args.threads, args.repeat, args.rounds
+            )
             print(json.dumps({"clip": result["clip"]}, indent=2), flush=True)
         if args.only in (None, "vggish"):
             t = np.arange(5 * 44100) / 44100
             clips = []
-            for _ in range(args.clips):
+            for _ in range(max(args.clips, args.run_clips)):
                 f = rng.uniform(200, 4000)
                 wave = 0.2 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal((2, t.size))
                 clips.append(Audio(wave.astype(np.float32), 44100))
-            result["vggish"] = bench_vggish(clips, folder, args.audio_batch, args.threads, args.repeat)
+            result["vggish"] = bench_vggish(
+                clips, args.clips, folder, args.audio_batch, args.threads, args.repeat, args.rounds
+            )
             print(json.dumps({"vggish": result["vggish"]}, indent=2), flush=True)
     result["load_average_at_end"] = os.getloadavg()
     print(json.dumps(result))
