@@ -149,9 +149,17 @@ def _prefetch(
 
 
 def plan(
-    store: Store, manifest: Manifest, side: str, encoder: Encoder, chunk_rows: int | None
+    store: Store,
+    manifest: Manifest,
+    side: str,
+    encoder: Encoder,
+    chunk_rows: int | None,
+    retry_failed: bool = False,
 ) -> tuple[EmbeddingArray, list[tuple[int, dict[int, MediaRef]]]]:
-    """Sync the store's rows with the manifest, make the array, list the chunks with pending rows."""
+    """Sync the store's rows with the manifest, make the array, list the chunks with rows to do.
+
+    Failed rows stay failed (a rerun is a no-op) unless ``retry_failed``: a file fixed or restored
+    since, or a decoder that timed out on a loaded machine, deserves another try, asked for."""
     want = manifest.modality(side)
     if encoder.modality != want:
         raise UserError(
@@ -168,9 +176,10 @@ def plan(
         chunk_rows=int(chunk_rows or DEFAULT_CHUNK_ROWS),
     )
     state = arr.state()
+    todo = (PENDING, FAILED) if retry_failed else (PENDING,)
     by_chunk: dict[int, dict[int, MediaRef]] = {}
     for pair, row in zip(manifest.pairs, rows, strict=True):
-        if state[row] == PENDING:
+        if state[row] in todo:
             by_chunk.setdefault(int(row) // arr.chunk_rows, {})[int(row)] = pair.side(side)
     return arr, sorted(by_chunk.items())
 
@@ -214,6 +223,7 @@ def embed_side(
     batch_size: int | None = None,
     chunk_rows: int | None = None,
     strict: bool = False,
+    retry_failed: bool = False,
     threads: int | None = None,
     decode_workers: int | None = None,
     decode_timeout: float = DEFAULT_TIMEOUT,
@@ -234,7 +244,7 @@ def embed_side(
     with store.writer_lock(key):
         cr = store.embedding(key).chunk_rows if key in store.keys() else int(chunk_rows or DEFAULT_CHUNK_ROWS)
         bs = resolve_batch_size(batch_size, encoder.default_batch_size, cr)
-        arr, work = plan(store, manifest, side, encoder, cr)
+        arr, work = plan(store, manifest, side, encoder, cr, retry_failed)
         report = EmbedReport(arr.key, arr.n_rows, 0, 0)
         todo_rows = sum(len(refs) for _, refs in work)
         if on_start is not None:

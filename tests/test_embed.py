@@ -59,6 +59,36 @@ def test_bad_media_is_recorded_and_the_run_finishes(tmp_path):
     assert info.code == 0 and '"failed": 4' in info.out
 
 
+def test_failed_rows_are_kept_until_retry_failed_asks_again(tmp_path):
+    from PIL import Image
+
+    m = image_manifest(tmp_path / "data", 12, {3: "missing", 9: "text"})
+    store = tmp_path / "s.zarr"
+    args = ("embed", str(m), "-e", "test-image", "--store", str(store), "--chunk-rows", "4")
+    first = run_ee(*args)
+    assert first.code == 1 and "--retry-failed" in first.err
+    before = only_array(store).read()
+    chunk1 = {  # rows 4-7: nothing failed there, so a retry must not rewrite it
+        f: f.stat().st_mtime_ns for f in (store / "embeddings").rglob("*") if "/c/1" in f.as_posix()
+    }
+    assert len(chunk1) >= 3  # data, state, error
+    # the missing file appears; the text file stays bad
+    Image.fromarray(np.full((30, 40, 3), 7, dtype=np.uint8)).save(tmp_path / "data" / "img0003.png")
+    again = run_ee(*args)
+    assert again.code == 1 and "up to date (10 done, 2 failed)" in again.out
+    retry = run_ee(*args, "--retry-failed")
+    assert retry.code == 1, retry.err
+    assert "1 embedded, 1 failed this run; 11 done, 1 failed" in retry.out
+    arr = only_array(store)
+    st, after = arr.state(), arr.read()
+    assert st[3] == DONE and st[9] == FAILED and "unreadable image" in str(arr.errors()[9])
+    expected = get_encoder("test-image").embed([np.full((30, 40, 3), 7, dtype=np.uint8)])
+    assert np.array_equal(after[3], expected[0])
+    keep = [r for r in range(12) if r != 3]
+    assert np.array_equal(after[keep], before[keep])
+    assert {f: f.stat().st_mtime_ns for f in chunk1} == chunk1
+
+
 def test_rerun_is_a_noop_and_other_options_make_a_new_array(tmp_path):
     m = text_manifest(tmp_path / "m.jsonl", 10)
     store = str(tmp_path / "s.zarr")

@@ -80,6 +80,9 @@ def embed_cmd(
     decode_workers: Annotated[int | None, typer.Option(help="Decoder processes.")] = None,
     decode_timeout: Annotated[float, typer.Option(help="Seconds before a file's decoder is killed.")] = 60.0,
     strict: Annotated[bool, typer.Option(help="Stop at the first failed row (exit 1).")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Try the rows that failed before again (failures are kept otherwise).")
+    ] = False,
     workers: Annotated[
         int | None, typer.Option(help="Run on a local Dask cluster of N worker processes (needs [dask]).")
     ] = None,
@@ -107,6 +110,7 @@ def embed_cmd(
             batch_size=batch_size,
             chunk_rows=chunk_rows,
             strict=strict,
+            retry_failed=retry_failed,
             threads=threads,
             decode_workers=decode_workers,
             decode_timeout=decode_timeout,
@@ -129,5 +133,9 @@ def embed_cmd(
     if report.stopped_early:
         print("stopped at the first failure (--strict); `ee store failures` lists it", file=sys.stderr)
     elif report.failed:
-        print(f"{report.failed} rows failed: `ee store failures {location}` lists them", file=sys.stderr)
+        print(
+            f"{report.failed} rows failed: `ee store failures {location}` lists them; "
+            "--retry-failed tries them again",
+            file=sys.stderr,
+        )
     return report.exit_code
