@@ -19,8 +19,7 @@ a figure taken at another time: raw and encoder run batch by batch in turns (the
 over those side-by-side runs), and each `ee embed` run is timed against the raw model chunk by chunk
 (after each chunk, in the progress callback, the raw model computes as many pre-made inputs; the
 callback's time is taken out of the run's). "steady" leaves out the first chunk (model built, decoder
-process started), which a long run amortises; "total" is the whole call. "cpu" compares CPU seconds
-per item of ``ee embed`` (beyond its fixed costs, decoding included) with ``Encoder.embed``'s, at fp32.
+process started), which a long run amortises; "total" is the whole call.
 Also: the cosine agreement of bf16 with fp32 on the same inputs, and the hardware's own bf16 / fp32
 ratio on one of ViT-B-32's matmuls (the ceiling for any model's speed-up). Weights are seeded random
 (random_init): speed does not depend on them; cosine figures for random weights are a stand-in for the
@@ -128,52 +127,6 @@ def run_embed(
         "steady": sum(n for _, n in steady) / sum(t for t, _ in steady),
         "chunk_s": [t for t, _ in steady],
         "between_s": [after - done for done, after, _ in marks[1:]],
-    }
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and its finished children (the decoder processes, once closed)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def cpu_marginal(
-    name: str, items: list, pairs: list, folder: Path, opts: dict, batch: int, threads: int
-) -> dict:
-    """CPU cost per item of `ee embed` beyond its fixed costs vs `Encoder.embed`'s, at fp32.
-
-    Wall-clock rates of whole runs swing with other load on a shared machine; CPU seconds barely do. Two
-    runs of the store runner (one chunk, and all items) give its marginal CPU per item, decoding
-    included; the same items through ``Encoder.embed`` give the framework's. ``encoder / ee embed`` is
-    the share of the pipeline's CPU that the encoder's own work takes, in steady state."""
-    kind = pairs[0].a.kind
-    used = {}
-    for n in (batch, len(items)):
-        m = write_manifest(folder / f"cpu-{name}-{n}.jsonl", pairs[:n], kind, "text")
-        c0 = cpu_seconds()
-        embed_side(
-            str(folder / f"cpu-{name}-{n}.zarr"),
-            str(m),
-            "a",
-            name,
-            opts,
-            batch_size=batch,
-            chunk_rows=batch,
-            threads=threads,
-            decode_workers=1,
-        )
-        used[n] = cpu_seconds() - c0
-    enc = get_encoder(name, **opts)
-    enc.embed(items[:batch], batch_size=batch)
-    c0 = cpu_seconds()
-    enc.embed(items[batch:], batch_size=batch)
-    per_item = (cpu_seconds() - c0) / (len(items) - batch)
-    marginal = (used[len(items)] - used[batch]) / (len(items) - batch)
-    return {
-        "encoder_cpu_ms_per_item": round(per_item * 1e3, 1),
-        "ee_embed_marginal_cpu_ms_per_item": round(marginal * 1e3, 1),
-        "encoder_vs_ee_embed_cpu": round(per_item / marginal, 3),
-        "ee_embed_fixed_cpu_s": round(used[batch] - batch * marginal, 1),
     }
 
 
@@ -318,9 +271,6 @@ def bench_clip(
         lambda e, p: e.pixels(p),
         opts,
     )
-    out["fp32"]["cpu"] = cpu_marginal(
-        "clip", images[:paired], pairs[:paired], folder, {**opts, "precision": "fp32"}, batch, threads
-    )
     out["image_px"] = list(images[0].shape[:2])
     return out
 
@@ -364,9 +314,6 @@ def bench_vggish(
         raw,
         stage,
         opts,
-    )
-    out["fp32"]["cpu"] = cpu_marginal(
-        "vggish", clips[:paired], pairs[:paired], folder, {**opts, "precision": "fp32"}, batch, threads
     )
     raw_opts = {**opts, "postprocess": False}
     a = get_encoder("vggish", **raw_opts, precision="fp32").embed(clips[:paired], batch_size=batch)
