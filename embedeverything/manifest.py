@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -118,6 +118,18 @@ class Manifest:
         return {p.id: p for p in self.pairs}
 
 
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line; a line that is not JSON is a UserError naming it."""
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: not JSON ({e.msg})") from None
+
+
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read and validate a manifest; any problem is a one-line :class:`UserError` naming the line."""
     p = Path(path)
@@ -126,35 +138,28 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     pairs: list[Pair] = []
     seen: set[str] = set()
     header: ManifestHeader | None = None
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{p}:{lineno}: not JSON ({e.msg})") from None
-            if header is None:
-                if not isinstance(obj, dict) or "ee_manifest" not in obj:
-                    raise UserError(f"{p}:{lineno}: not an embedeverything manifest (no header line)")
-                header = _validated(ManifestHeader, obj, p, lineno)
-                if header.ee_manifest > MANIFEST_VERSION:
-                    raise UserError(
-                        f"{p}: manifest format {header.ee_manifest} is newer than this embedeverything "
-                        f"understands ({MANIFEST_VERSION}); upgrade embedeverything"
-                    )
-                continue
-            pair = _validated(Pair, obj, p, lineno)
-            if pair.id in seen:
-                raise UserError(f"{p}:{lineno}: duplicate id {pair.id!r}")
-            for side in ("a", "b"):
-                got = pair.side(side).modality
-                if got != getattr(header, side):
-                    raise UserError(
-                        f"{p}:{lineno}: side {side} is {got} but the manifest says {getattr(header, side)}"
-                    )
-            seen.add(pair.id)
-            pairs.append(pair)
+    for lineno, obj in iter_jsonl(p):
+        if header is None:
+            if not isinstance(obj, dict) or "ee_manifest" not in obj:
+                raise UserError(f"{p}:{lineno}: not an embedeverything manifest (no header line)")
+            header = _validated(ManifestHeader, obj, p, lineno)
+            if header.ee_manifest > MANIFEST_VERSION:
+                raise UserError(
+                    f"{p}: manifest format {header.ee_manifest} is newer than this embedeverything "
+                    f"understands ({MANIFEST_VERSION}); upgrade embedeverything"
+                )
+            continue
+        pair = _validated(Pair, obj, p, lineno)
+        if pair.id in seen:
+            raise UserError(f"{p}:{lineno}: duplicate id {pair.id!r}")
+        for side in ("a", "b"):
+            got = pair.side(side).modality
+            if got != getattr(header, side):
+                raise UserError(
+                    f"{p}:{lineno}: side {side} is {got} but the manifest says {getattr(header, side)}"
+                )
+        seen.add(pair.id)
+        pairs.append(pair)
     if header is None:
         raise UserError(f"{p}: empty manifest")
     return Manifest(p, header, pairs)

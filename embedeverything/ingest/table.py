@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ..decode import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS, VIDEO_EXTENSIONS
 from ..errors import BadItem, UserError
-from ..manifest import MediaRef, Pair
+from ..manifest import MediaRef, Pair, iter_jsonl
 from .common import Failure, IngestOptions, IngestResult, finish, probe_files, ref_path
 from .vggsound import parse_split
 
@@ -32,18 +31,11 @@ def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]
     rows: list[tuple[int, dict[str, Any]]] = []
     if suffix in (".jsonl", ".ndjson"):
         columns: dict[str, None] = {}
-        with path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-                if not isinstance(obj, dict):
-                    raise UserError(f"{path}:{lineno}: expected a JSON object per line")
-                columns.update(dict.fromkeys(obj))
-                rows.append((lineno, obj))
+        for lineno, obj in iter_jsonl(path):
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object per line")
+            columns.update(dict.fromkeys(obj))
+            rows.append((lineno, obj))
         return list(columns), rows
     if suffix in (".csv", ".tsv"):
         with path.open(newline="", encoding="utf-8") as f:
