@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ..adapter import Adapter, SideConfig, load_adapter
 from ..errors import UserError
@@ -154,3 +157,20 @@ def load_split_rows(data: EvalData, split_path: str | os.PathLike[str] | None = 
     if rows["test"].size < 2:
         raise UserError(f"split {path} leaves {rows['test'].size} test rows; evaluation needs at least 2")
     return SplitRows(rows["train"], rows["val"], rows["test"], path, dropped)
+
+
+def projected_chunks(
+    adapter: Adapter, side: str, arr: EmbeddingArray, normalize: bool
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, embeddings through the adapter) of the done rows, chunk by chunk: memory stays one chunk."""
+    for c in range(arr.n_chunks()):
+        lo, _ = arr.chunk_bounds(c)
+        data, state, _ = arr.read_chunk(c)
+        done = np.flatnonzero(state == DONE)
+        if done.size == 0:
+            continue
+        with torch.no_grad():
+            z = getattr(adapter, side)(torch.from_numpy(data[done])).float()
+            if normalize:
+                z = F.normalize(z, dim=-1)
+        yield done + lo, z.numpy().astype(np.float32)

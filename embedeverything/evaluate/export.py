@@ -11,36 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..adapter import Adapter, load_adapter
 from ..errors import UserError
 from ..store import DONE, EmbeddingArray, Store
-from .data import matching_array
+from .data import matching_array, projected_chunks
 
 FORMATS = ("parquet", "npy")
-
-
-def _side_chunks(
-    adapter: Adapter, side: str, arr: EmbeddingArray, normalize: bool
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(rows, projected embeddings) of the done rows, chunk by chunk."""
-    for c in range(arr.n_chunks()):
-        lo, _ = arr.chunk_bounds(c)
-        data, state, _ = arr.read_chunk(c)
-        done = np.flatnonzero(state == DONE)
-        if done.size == 0:
-            continue
-        with torch.no_grad():
-            z = getattr(adapter, side)(torch.from_numpy(data[done])).float()
-            if normalize:
-                z = F.normalize(z, dim=-1)
-        yield done + lo, z.numpy().astype(np.float32)
 
 
 def export_embeddings(
@@ -125,7 +105,7 @@ def _write_parquet(
     with pq.ParquetWriter(str(tmp), schema) as writer:
         for side, arr in arrays.items():
             modality = getattr(adapter.config, side).identity.modality
-            for rows, z in _side_chunks(adapter, side, arr, normalize):
+            for rows, z in projected_chunks(adapter, side, arr, normalize):
                 n = rows.size
                 emb = pa.FixedSizeListArray.from_arrays(pa.array(z.reshape(-1), pa.float32()), dim)
                 writer.write_table(
@@ -160,7 +140,7 @@ def _write_npy(
         mm = np.lib.format.open_memmap(str(tmp_npy), mode="w+", dtype=np.float32, shape=(n, dim))
         k = 0
         with open(tmp_ids, "w", encoding="utf-8") as ids:
-            for rows, z in _side_chunks(adapter, side, arr, normalize):
+            for rows, z in projected_chunks(adapter, side, arr, normalize):
                 mm[k : k + rows.size] = z
                 k += rows.size
                 ids.writelines(f"{meta['id'][r]}\n" for r in rows)

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from ..adapter import Adapter, load_adapter
 from ..errors import UserError
-from ..store import DONE, Store
-from .data import matching_array, resolve_store_location
+from ..store import Store
+from .data import matching_array, projected_chunks, resolve_store_location
 from .inputs import decode_files, embed_items, file_kind, side_encoder, side_for_modality
 
 # an input ending like this is meant as a file, not as words
@@ -91,16 +91,9 @@ def query(
     q = F.normalize(torch.from_numpy(z), dim=-1)[0]
     best_s = torch.empty(0)
     best_r = torch.empty(0, dtype=torch.long)
-    for c in range(arr.n_chunks()):
-        lo, _ = arr.chunk_bounds(c)
-        data, state, _ = arr.read_chunk(c)
-        done = np.flatnonzero(state == DONE)
-        if done.size == 0:
-            continue
-        zg = F.normalize(getattr(adapter, g)(torch.from_numpy(data[done])), dim=-1)
-        scores = zg @ q
-        best_s = torch.cat([best_s, scores])
-        best_r = torch.cat([best_r, torch.from_numpy(done + lo)])
+    for rows, zg in projected_chunks(adapter, g, arr, normalize=True):
+        best_s = torch.cat([best_s, torch.from_numpy(zg) @ q])
+        best_r = torch.cat([best_r, torch.from_numpy(rows)])
         if best_s.numel() > k:
             top = torch.topk(best_s, k)
             best_s, best_r = top.values, best_r[top.indices]
