@@ -180,6 +180,7 @@ def test_weights_inside_a_local_dir_arch(tiny: dict, tmp_path: Path) -> None:
     shutil.copy(tiny["ckpt"], folder / "open_clip_model.safetensors")
     enc = get_encoder("clip", arch=f"local-dir:{folder}", pretrained=None, device="cpu")
     assert "open_clip_model.safetensors" in enc.weights_source()
+    # bitwise: the same weights, the same batch of two, the same threads
     np.testing.assert_array_equal(enc.embed(images(2)), clip(tiny).embed(images(2)))
 
 
@@ -209,7 +210,7 @@ def test_random_init_is_seeded_and_recorded(tiny: dict) -> None:
     b = clip(tiny, checkpoint=None, random_init=True, seed=7)
     c = clip(tiny, checkpoint=None, random_init=True, seed=8)
     imgs = images(3)
-    np.testing.assert_array_equal(a.embed(imgs), b.embed(imgs))
+    np.testing.assert_array_equal(a.embed(imgs), b.embed(imgs))  # same batch, same threads
     assert not np.allclose(a.embed(imgs), c.embed(imgs))
     ident = a.identity()
     assert ident.weights == "random-init" and ident.seed == 7

@@ -67,6 +67,7 @@ def test_local_cluster_gives_the_bytes_of_a_single_process_run(tmp_path):
     assert multi.code == 1, multi.err
     a, b = only(tmp_path / "one.zarr"), only(tmp_path / "two.zarr")
     assert a.counts() == b.counts() == {"rows": 40, "done": 38, "failed": 2, "pending": 0}
+    # bitwise: the same chunks of 8 in batches of 4 (the same failed rows left out), one thread each
     assert a.read().tobytes() == b.read().tobytes()
     assert list(a.errors()) == list(b.errors())  # decoding isolation works inside a worker too
     assert a.identity == b.identity
@@ -98,6 +99,7 @@ def test_worker_killed_mid_run_loses_and_duplicates_nothing(tmp_path, cluster):
     assert p.returncode == 0, err
     arr = only(tmp_path / "s.zarr")
     assert arr.counts() == {"rows": 64, "done": 64, "failed": 0, "pending": 0}
+    # bitwise: a rerun task embeds its chunk in the same batches of 4 on one thread, as the reference did
     assert arr.read().tobytes() == only(tmp_path / "ref.zarr").read().tobytes()
     assert len(set(Store.open(tmp_path / "s.zarr").ids())) == 64
 

@@ -84,6 +84,7 @@ def test_embed_into_s3_and_read_back(tmp_path, s3_env):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    # bitwise: both embedded in chunks of 4 with the same batches and threads; only the storage differs
     assert np.array_equal(remote, Store.open(tmp_path / "l.zarr").arrays()[0].read())
 
 

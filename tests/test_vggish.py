@@ -72,6 +72,7 @@ def test_examples_equal_upstream_waveform_to_examples_at_16k(saved: dict, channe
     # upstream takes [n, channels]
     ref = torchvggish.waveform_to_examples(audio.samples.T.squeeze(), 16000, return_tensor=False)
     assert mine.shape == (3, 96, 64) and mine.dtype == np.float32
+    # bitwise: the same numpy operations on the same shapes as upstream's code, in one process
     np.testing.assert_array_equal(mine, ref.astype(np.float32))
 
 
@@ -92,6 +93,7 @@ def test_resampy_option_is_upstream_exactly(saved: dict) -> None:
     audio = tones(2.0, 22050, channels=2)
     mine = vggish(saved, resampler="resampy").examples(audio)
     ref = torchvggish.waveform_to_examples(audio.samples.T, 22050, return_tensor=False)
+    # bitwise: the same operations on the same shapes as upstream's code, in one process
     np.testing.assert_array_equal(mine, ref.astype(np.float32))
 
 
@@ -134,6 +136,7 @@ def test_weights_from_environment_variables(saved: dict, monkeypatch: pytest.Mon
     enc = get_encoder("vggish", device="cpu")
     assert saved["weights"] in enc.weights_source()
     clip = noise(1.5, 16000)
+    # bitwise: one clip, the same batch, the same threads, the same weights
     np.testing.assert_array_equal(enc.embed([clip]), vggish(saved).embed([clip]))
 
 
@@ -187,7 +190,7 @@ def test_random_init_is_seeded_and_recorded() -> None:
     a = get_encoder("vggish", random_init=True, seed=3, device="cpu")
     b = get_encoder("vggish", random_init=True, seed=3, device="cpu")
     clip = noise(2.0, 16000)
-    np.testing.assert_array_equal(a.embed([clip]), b.embed([clip]))
+    np.testing.assert_array_equal(a.embed([clip]), b.embed([clip]))  # same batch, same threads
     ident = a.identity()
     assert ident.weights == "random-init" and ident.seed == 3
     assert "RANDOM" in a.weights_source()
