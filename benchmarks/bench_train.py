@@ -120,7 +120,7 @@ def interleaved_steps(xa: torch.Tensor, xb: torch.Tensor, rounds: int = 6) -> di
     The ee step is what `ee train` runs for this configuration (identity + linear head, CLIP loss):
     batch rows sliced from tensors, the head folded into the logits, Adam.
     """
-    from embedeverything.train.heads import Head, HeadSpec
+    from embedeverything.heads import Head, HeadSpec
     from embedeverything.train.losses import get_loss
 
     n = xa.shape[0]

@@ -17,7 +17,7 @@ _EXPORTS = {
     "Encoder": ".encoder",
     "Weights": ".encoder",
     "EncoderIdentity": ".encoder",
-    "sha256_file": ".encoder",
+    "sha256_file": ".files",
     "Audio": ".items",
     "BadItem": ".errors",
     "UserError": ".errors",

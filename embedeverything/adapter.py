@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from .encoder import EncoderIdentity
-from .errors import UserError
-from .train.heads import Head, HeadSpec
+from .errors import UserError, field_errors
+from .files import atomic_path
+from .heads import Head, HeadSpec
 
 FORMAT_VERSION = 1
 META_CONFIG = "embedeverything"
@@ -113,14 +114,9 @@ def save_adapter(path: str | os.PathLike[str], config: AdapterConfig, head_a: He
     config_json = config.model_dump_json()
     meta = {META_CONFIG: config_json, META_HASH: _digest(config_json, tensors)}
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
-
-
-def _field_errors(e: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
 
 
 def read_adapter_file(path: str | os.PathLike[str]) -> tuple[AdapterConfig, dict[str, torch.Tensor]]:
@@ -161,7 +157,7 @@ def read_adapter_file(path: str | os.PathLike[str]) -> tuple[AdapterConfig, dict
     try:
         config = AdapterConfig.model_validate(raw)
     except ValidationError as e:
-        raise UserError(f"{p}: bad adapter config: {_field_errors(e)}") from None
+        raise UserError(f"{p}: bad adapter config: {field_errors(e)}") from None
     for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise UserError(f"{p}: tensor {name!r} holds NaN or infinite values; the adapter is unusable")

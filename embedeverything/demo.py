@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_path
+
 SAMPLE_RATE = 16000
 FPS = 12
 SIZE = (160, 120)  # width, height
@@ -153,9 +155,8 @@ def make_demo_videos(
         for k in range(clips_per_class):
             p = folder / slug / f"{slug}-{k:02d}.mp4"
             if not p.exists():
-                tmp = p.with_name(p.stem + ".tmp.mp4")
-                write_clip(tmp, cls, duration, seed * 100_000 + ci * 1000 + k)
-                tmp.replace(p)
+                with atomic_path(p) as tmp:
+                    write_clip(tmp, cls, duration, seed * 100_000 + ci * 1000 + k)
             paths.append(p)
     return paths
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import BadItem, PluginError, UserError
+from .errors import BadItem, PluginError, UserError, field_errors
 from .items import MODALITIES
 
 
@@ -77,15 +77,6 @@ def options_key(name: str, options: dict[str, Any]) -> str:
     return f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    """``sha256:<hex>`` of a file: how plugins state which weights they loaded."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
-
-
 class Encoder:
     """Base class of every encoder. Subclass it in a plugin; see docs/plugins.md."""
 
@@ -104,10 +95,9 @@ class Encoder:
         try:
             self.options = self.Options(**options)
         except ValidationError as e:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in e.errors()
-            )
-            raise UserError(f"bad option for encoder {self.name!r}: {problems}") from None
+            raise UserError(
+                f"bad option for encoder {self.name!r}: {field_errors(e, whole='options')}"
+            ) from None
         self._weights: Weights | None = None
         # Set by the registry: which installed distribution registered this encoder.
         self.plugin_name: str = type(self).__module__.split(".")[0]

@@ -6,6 +6,8 @@ cause should escape as a traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EEError(Exception):
     """Base of the errors the CLI reports in one line."""
@@ -35,3 +37,16 @@ class BadItem(Exception):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(reason)
+
+
+def field_errors(error: Any, whole: str = "", first_only: bool = False) -> str:
+    """A pydantic ``ValidationError`` as one line, ``field.sub: message; ...``: the CLI prints one line.
+
+    ``whole`` names an error that belongs to no field (a model-level check); ``first_only`` keeps the first
+    problem, for input read line by line, where the rest are usually the same mistake again.
+    """
+    parts = []
+    for err in error.errors()[:1] if first_only else error.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or whole
+        parts.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
+    return "; ".join(parts)

@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from .errors import UserError
+from .errors import UserError, field_errors
+from .files import atomic_open
 
 MANIFEST_VERSION = 1
 Split = Literal["train", "val", "test"]
@@ -169,9 +170,7 @@ def _validated(model: type[BaseModel], obj: object, p: Path, lineno: int):  # ty
     try:
         return model.model_validate(obj)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        raise UserError(f"{p}:{lineno}: {loc + ': ' if loc else ''}{err['msg']}") from None
+        raise UserError(f"{p}:{lineno}: {field_errors(e, first_only=True)}") from None
 
 
 def write_manifest(
@@ -179,12 +178,9 @@ def write_manifest(
 ) -> Path:
     """Write atomically (temporary file, then rename): a crash never leaves half a manifest."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
     header = ManifestHeader(a=a, b=b, source=source)
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_open(p) as f:
         f.write(header.model_dump_json(exclude_none=True) + "\n")
         for pair in pairs:
             f.write(pair.model_dump_json(exclude_none=True) + "\n")
-    os.replace(tmp, p)
     return p

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .files import write_text_atomic
 
 STATE_FILE = "pair.json"
 VIDEO_EXTS = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"}
@@ -83,9 +83,7 @@ def _load_state(out: Path) -> dict[str, Any]:
 
 
 def _save_state(out: Path, state: dict[str, Any]) -> None:
-    tmp = out / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.replace(tmp, out / STATE_FILE)
+    write_text_atomic(out / STATE_FILE, json.dumps(state, indent=2, sort_keys=True))
 
 
 def detect_kind(data: Path, clips: Path | None) -> str:
@@ -254,16 +252,13 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
         )
 
     # 4. train
-    from .store import DONE, Store
+    from .store import Store, paired_rows
     from .train.split import rows_hash
     from .train.trainer import ADAPTER_FILE, train
 
     s = Store.open(store, read_only=True)
     ida, idb = s.embedding(keys["a"]), s.embedding(keys["b"])
-    n = min(ida.n_rows, idb.n_rows)
-    import numpy as np
-
-    usable = np.flatnonzero((ida.state()[:n] == DONE) & (idb.state()[:n] == DONE))
+    usable = paired_rows(ida, idb)
     summary.rows_used = int(usable.size)
     if usable.size < 10:
         raise UserError(f"only {usable.size} pairs have both sides embedded; at least 10 are needed to train")
@@ -323,9 +318,7 @@ def _evaluate(run: PairRun, summary: PairSummary, state: dict[str, Any], log: Lo
     else:
         report = ev.evaluate(summary.adapter, summary.store)
         summary.metrics = json.loads(report.to_json())
-        tmp = metrics_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(summary.metrics, indent=2))
-        os.replace(tmp, metrics_path)
+        write_text_atomic(metrics_path, json.dumps(summary.metrics, indent=2))
         if run.figures:
             summary.figures = ev.make_figures(
                 summary.adapter, run.out / "figures", store_location=summary.store

@@ -166,6 +166,14 @@ class EmbeddingArray:
         return np.asarray(self.group["data"].get_orthogonal_selection((rows, slice(None))), dtype=np.float32)
 
 
+def paired_rows(a: EmbeddingArray, b: EmbeddingArray, n_rows: int | None = None) -> np.ndarray:
+    """Rows that both sides have embedded: the only rows training and evaluation may use.
+
+    ``n_rows`` caps them at the store's row count (an array may have grown ahead of the row list)."""
+    n = min(a.n_rows, b.n_rows, a.n_rows if n_rows is None else n_rows)
+    return np.flatnonzero((a.state()[:n] == DONE) & (b.state()[:n] == DONE))
+
+
 class Store:
     """A dataset's embeddings. Open with :meth:`open` (a path or an fsspec URL)."""
 

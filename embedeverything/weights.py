@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import UserError
+from .files import atomic_path, file_digest
 
 #: seconds to wait for a TCP connection before declaring the network unreachable
 PROBE_TIMEOUT = 3.0
@@ -88,30 +88,11 @@ class FileStatus:
         return f"CORRUPT: {f.path} has sha256:{self.sha256}, expected {f.reference}"
 
 
-# ---- hashing ---------------------------------------------------------------------------------------
-
-_hash_cache: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file, remembered per (path, size, mtime) so that a model file is hashed once."""
-    p = os.path.abspath(path)
-    st = os.stat(p)
-    key = (p, st.st_size, st.st_mtime_ns)
-    if key not in _hash_cache:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        _hash_cache[key] = h.hexdigest()
-    return _hash_cache[key]
-
-
 def verify(wf: WeightFile) -> FileStatus:
     """Whether ``wf`` is present at its path and equal to its shipped reference."""
     if not wf.path.is_file():
         return FileStatus(wf, "missing")
-    digest = file_sha256(wf.path)
+    digest = file_digest(wf.path)
     ok = wf.matches(digest)
     if ok is None:
         return FileStatus(wf, "unverified", digest)
@@ -122,7 +103,7 @@ def check_local_file(path: str | os.PathLike[str], wf: WeightFile | None, what: 
     """Hash a weights file the loader is about to use; refuse it when it contradicts the reference.
 
     Returns the hex digest (for the encoder's identity)."""
-    digest = file_sha256(path)
+    digest = file_digest(path)
     if wf is not None and wf.matches(digest) is False:
         raise UserError(
             f"{what} {path} is corrupt or another file: sha256 {digest[:16]}..., expected {wf.reference}; "
@@ -176,11 +157,9 @@ def fetch(
             f"cannot reach {wf.url} (offline?): fetch {wf.name} on a machine with internet and copy it "
             f"to {wf.path}"
         )
-    wf.path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{wf.path.name}.", suffix=".partial", dir=wf.path.parent)
     h = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out:
+        with atomic_path(wf.path) as tmp, open(tmp, "wb") as out:
             req = urllib.request.Request(wf.url, headers={"User-Agent": "embedeverything"})
             with urllib.request.urlopen(req, timeout=timeout) as src:
                 total = src.headers.get("Content-Length")
@@ -194,28 +173,17 @@ def fetch(
                         progress(done, total_n)
             if total_n is not None and done != total_n:
                 raise UserError(f"download of {wf.url} was cut short: {done} of {total_n} bytes")
-        digest = h.hexdigest()
-        if wf.matches(digest) is False:
-            raise UserError(
-                f"downloaded {wf.name} from {wf.url} does not match its reference: sha256 {digest}, "
-                f"expected {wf.reference}; nothing was written to {wf.path}"
-            )
-        os.replace(tmp, wf.path)
-        tmp = ""
+            digest = h.hexdigest()
+            if wf.matches(digest) is False:
+                raise UserError(
+                    f"downloaded {wf.name} from {wf.url} does not match its reference: sha256 {digest}, "
+                    f"expected {wf.reference}; nothing was written to {wf.path}"
+                )
     except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
         raise UserError(
             f"download of {wf.name} from {wf.url} failed ({e}); copy the file to {wf.path} by hand"
         ) from None
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
-    _hash_cache[(os.path.abspath(wf.path), *_size_mtime(wf.path))] = digest
     return FileStatus(wf, "ok" if wf.matches(digest) else "unverified", digest)
-
-
-def _size_mtime(path: Path) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_size, st.st_mtime_ns
 
 
 # ---- the usual cache folders, found without importing the libraries that own them -----------------

@@ -15,7 +15,7 @@ import pytest
 import embedeverything as ee
 from embedeverything.errors import UserError
 from embedeverything.plugins import register_plugin, unregister_plugin
-from embedeverything.weights import WeightFile, fetch, file_sha256, verify
+from embedeverything.weights import WeightFile, fetch, file_digest, verify
 
 GOOD = b"pretend these are weights\n" * 1000
 BAD = b"pretend these are weights\n" * 999 + b"but this one was tampered\n"
@@ -90,7 +90,7 @@ def test_prefix_reference_and_no_reference(server: tuple[str, Path], tmp_path: P
         fetch(wrong_prefix)
     unknown = WeightFile("g.bin", f"{base}/good.bin", tmp_path / "c" / "g.bin")
     status = fetch(unknown)
-    assert status.state == "unverified" and status.sha256 == GOOD_SHA == file_sha256(unknown.path)
+    assert status.state == "unverified" and status.sha256 == GOOD_SHA == file_digest(unknown.path)
 
 
 def test_unreachable_and_missing_urls_fail_fast(server: tuple[str, Path], tmp_path: Path) -> None:

@@ -21,12 +21,9 @@ def _console() -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    import os
+    from ..files import write_text_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) if not isinstance(obj, str) else obj)
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2) if not isinstance(obj, str) else obj)
 
 
 @app.command("eval")

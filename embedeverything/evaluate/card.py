@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..adapter import load_adapter
+from ..files import write_text_atomic
 from .report import EvalReport
 
 CARD_FILE = "README.md"
@@ -152,7 +153,5 @@ def write_model_card(
                 rel = str(fp)
             lines += [f"![{fp.stem.replace('_', ' ')}]({Path(rel).as_posix()})", ""]
     card = path.parent / CARD_FILE
-    tmp = card.with_name(card.name + ".tmp")
-    tmp.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-    os.replace(tmp, card)
+    write_text_atomic(card, "\n".join(lines).rstrip() + "\n")
     return card

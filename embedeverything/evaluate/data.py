@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..adapter import Adapter, SideConfig, load_adapter
 from ..errors import UserError
-from ..store import DONE, EmbeddingArray, Store, is_url
+from ..store import DONE, EmbeddingArray, Store, is_url, paired_rows
 
 SPLIT_FILE = "split.json"
 
@@ -107,8 +107,7 @@ def open_eval_data(adapter_path: str | os.PathLike[str], store_location: str | N
     store = Store.open(location, read_only=True)
     arrays = {side: matching_array(store, side, getattr(adapter.config, side)) for side in ("a", "b")}
     meta = store.rows()
-    n = min(len(meta["id"]), arrays["a"].n_rows, arrays["b"].n_rows)
-    usable = np.flatnonzero((arrays["a"].state()[:n] == DONE) & (arrays["b"].state()[:n] == DONE))
+    usable = paired_rows(arrays["a"], arrays["b"], len(meta["id"]))
     return EvalData(adapter, path, store, arrays, meta, usable, Labels.from_rows(meta["label"]))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..adapter import Adapter, load_adapter
 from ..errors import UserError
+from ..files import atomic_open, atomic_path, write_text_atomic
 from ..store import DONE, EmbeddingArray, Store
 from .data import matching_array, projected_chunks
 
@@ -101,8 +102,7 @@ def _write_parquet(
         ],
         metadata={"embedeverything": json.dumps(info)},
     )
-    tmp = target.with_name(target.name + ".tmp")
-    with pq.ParquetWriter(str(tmp), schema) as writer:
+    with atomic_path(target) as tmp, pq.ParquetWriter(str(tmp), schema) as writer:
         for side, arr in arrays.items():
             modality = getattr(adapter.config, side).identity.modality
             for rows, z in projected_chunks(adapter, side, arr, normalize):
@@ -122,7 +122,6 @@ def _write_parquet(
                         schema=schema,
                     )
                 )
-    os.replace(tmp, target)
 
 
 def _write_npy(
@@ -136,18 +135,13 @@ def _write_npy(
     dim = adapter.config.shared_dim
     for side, arr in arrays.items():
         n = int((arr.state() == DONE).sum())
-        tmp_npy, tmp_ids = out / f"{side}.npy.tmp", out / f"{side}.ids.txt.tmp"
-        mm = np.lib.format.open_memmap(str(tmp_npy), mode="w+", dtype=np.float32, shape=(n, dim))
-        k = 0
-        with open(tmp_ids, "w", encoding="utf-8") as ids:
+        with atomic_path(out / f"{side}.npy") as tmp_npy, atomic_open(out / f"{side}.ids.txt") as ids:
+            mm = np.lib.format.open_memmap(str(tmp_npy), mode="w+", dtype=np.float32, shape=(n, dim))
+            k = 0
             for rows, z in projected_chunks(adapter, side, arr, normalize):
                 mm[k : k + rows.size] = z
                 k += rows.size
                 ids.writelines(f"{meta['id'][r]}\n" for r in rows)
-        mm.flush()
-        del mm
-        os.replace(tmp_npy, out / f"{side}.npy")
-        os.replace(tmp_ids, out / f"{side}.ids.txt")
-    tmp = out / "export.json.tmp"
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, out / "export.json")
+            mm.flush()
+            del mm
+    write_text_atomic(out / "export.json", json.dumps(info, indent=2))

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..files import atomic_path
 from .data import EvalData, load_split_rows, open_eval_data
 
 DPI = 100
@@ -298,7 +299,6 @@ def _legend(fig: Any, classes: _Classes, modalities: dict[str, str] | None = Non
 
 
 def _save(fig: Any, path: Path) -> Path:
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(str(tmp), dpi=DPI)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(str(tmp), dpi=DPI)
     return path

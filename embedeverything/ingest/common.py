@@ -18,6 +18,7 @@ from typing import Any
 
 from ..decoder_pool import DEFAULT_TIMEOUT, DecoderPool, default_decode_workers
 from ..errors import BadItem, UserError
+from ..files import atomic_open
 from ..manifest import Pair, write_manifest
 
 ProgressFn = Callable[[int], None]
@@ -163,12 +164,9 @@ def finish(result: IngestResult) -> IngestResult:
     """Write the failures file and, unless a --strict run stopped, the manifest (atomically)."""
     fpath = failures_path_for(result.manifest)
     if result.failures:
-        result.manifest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = fpath.with_name(fpath.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
+        with atomic_open(fpath) as f:
             for fail in result.failures:
                 f.write(fail.to_json() + "\n")
-        os.replace(tmp, fpath)
         result.failures_path = fpath
     elif fpath.exists():
         fpath.unlink()  # a stale list from an earlier run would mislead

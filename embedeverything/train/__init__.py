@@ -1,4 +1,4 @@
-"""Training heads on stored embeddings: split, heads, losses, data sources, the trainer.
+"""Training heads on stored embeddings: split, losses, data sources, the trainer (heads: ``..heads``).
 
 ``from embedeverything.train import train, make_config`` is the library entry point that ``ee train``
 (and ``ee pair``) call. Imported lazily: torch loads only when a name here is first used.
@@ -18,8 +18,6 @@ _EXPORTS = {
     "PRESETS": ".config",
     "get_loss": ".losses",
     "loss_names": ".losses",
-    "HeadSpec": ".heads",
-    "Head": ".heads",
     "Split": ".split",
     "load_split": ".split",
 }

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ..errors import UserError
+from ..errors import UserError, field_errors
 
 HeadChoice = Literal["auto", "identity", "linear", "mlp"]
 
@@ -86,8 +86,7 @@ def make_config(preset: str = "default", **overrides: Any) -> TrainConfig:
     try:
         return TrainConfig(**{**PRESETS[preset], "preset": preset, **overrides})
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
-        raise UserError(f"bad training setting: {problems}") from None
+        raise UserError(f"bad training setting: {field_errors(e)}") from None
 
 
 def auto_batch_size(n_train: int) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..files import write_text_atomic
 
 PARTS = ("train", "val", "test")
 SPLIT_FILE = "split.json"
@@ -129,9 +130,7 @@ def make_split(
 
 def save_split(split: Split, ids: np.ndarray, out_dir: str | os.PathLike[str]) -> Path:
     path = Path(out_dir) / SPLIT_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(split.to_json(ids)))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(split.to_json(ids)))
     return path
 
 

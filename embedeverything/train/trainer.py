@@ -31,10 +31,11 @@ from .. import __version__
 from ..adapter import AdapterConfig, LossSpec, SideConfig, TrainingInfo, save_adapter
 from ..encoder import EncoderIdentity
 from ..errors import UserError
-from ..store import DONE, EmbeddingArray, Store
+from ..files import atomic_path, write_text_atomic
+from ..heads import Head, HeadSpec
+from ..store import EmbeddingArray, Store, paired_rows
 from .config import TrainConfig, auto_batch_size
 from .data import InMemoryPairs, PairSource, StreamingPairs, default_memory_budget, label_codes
-from .heads import Head, HeadSpec
 from .losses import ClipLoss, get_loss, loss_plugin
 from .split import Split, make_split, rows_hash, save_split
 
@@ -216,11 +217,8 @@ def _optimizer_from_flat(
 def _atomic_save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -238,9 +236,7 @@ def _read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor
 
 
 def _write_metrics(path: Path, history: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(h) + "\n" for h in history))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(json.dumps(h) + "\n" for h in history))
 
 
 # ---- the loop -------------------------------------------------------------------------------------
@@ -294,7 +290,7 @@ def _train(
     meta = store.rows()
     ids = meta["id"]
     n = min(arr_a.n_rows, arr_b.n_rows, len(ids))
-    usable = np.flatnonzero((arr_a.state()[:n] == DONE) & (arr_b.state()[:n] == DONE))
+    usable = paired_rows(arr_a, arr_b, n)
     split = make_split(usable, meta, seed=cfg.seed, fractions=cfg.fractions)
     split_hash = rows_hash(ids, np.concatenate([split.train, split.val, split.test]))
 

@@ -25,7 +25,7 @@ import embedeverything as ee
 from embedeverything.weights import (
     WeightFile,
     check_local_file,
-    file_sha256,
+    file_digest,
     hf_cached_file,
     reachable,
     xdg_cache,
@@ -313,7 +313,7 @@ class _ClipTower(ee.Encoder):
             source = f"random-init-seed-{o.seed}"
         elif self._checkpoint():
             ckpt = self._checkpoint()
-            source = f"sha256:{file_sha256(ckpt)[:16]}" if os.path.isfile(ckpt) else f"file:{ckpt}"
+            source = f"sha256:{file_digest(ckpt)[:16]}" if os.path.isfile(ckpt) else f"file:{ckpt}"
         else:
             source = o.pretrained or "none"
         return f"open_clip:{o.arch}:{source}"
