@@ -18,6 +18,8 @@ _EXPORTS = {
     "Weights": ".encoder",
     "EncoderIdentity": ".encoder",
     "sha256_file": ".files",
+    "choose_device": ".runtime",
+    "pin_threads": ".runtime",
     "Audio": ".items",
     "BadItem": ".errors",
     "UserError": ".errors",
@@ -27,7 +29,8 @@ _EXPORTS = {
     "register_plugin": ".plugins",
     "Store": ".store",
     "load_adapter": ".adapter",
-    "pipeline": ".pipeline",
+    "pipeline": ".inference",
+    "Pipeline": ".inference",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

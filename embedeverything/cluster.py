@@ -63,9 +63,10 @@ def worker_embed_chunk(
     identity_json: dict[str, Any],
 ) -> tuple[int, int, int]:
     from .decoder_pool import DecoderPool
-    from .embed import embed_chunk, pin_threads
+    from .embed import embed_chunk
     from .encoder import EncoderIdentity
     from .manifest import MediaRef
+    from .runtime import pin_threads
     from .store import Store
 
     enc = _encoder(name, options_json)
@@ -145,7 +146,7 @@ def run_on_cluster(
     except ImportError:  # older releases
         from distributed.scheduler import KilledWorker
 
-    from .embed import ChunkResult, check_identity
+    from .embed import ChunkResult, claim_identity
     from .encoder import EncoderIdentity
 
     options_json = json.dumps(encoder.options.model_dump(mode="json"), sort_keys=True)
@@ -154,7 +155,7 @@ def run_on_cluster(
         ident = EncoderIdentity.model_validate(
             client.submit(worker_identity, encoder.name, options_json, pure=False).result()
         )
-        report.warnings += check_identity(arr, ident)
+        report.warnings += claim_identity(arr, ident)
         identity_json = arr.identity.model_dump(mode="json")  # type: ignore[union-attr]
         location = arr.store.location
         futures = {}

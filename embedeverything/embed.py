@@ -8,9 +8,7 @@ The next chunk is decoded in the background while the model computes the current
 
 from __future__ import annotations
 
-import os
 import queue
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from .decoder_pool import DEFAULT_TIMEOUT, DecoderPool, default_decode_workers
-from .encoder import Encoder, EncoderIdentity, options_key
+from .encoder import Encoder, EncoderIdentity, options_key, require_same_identity
 from .errors import BadItem, StoreError, UserError
 from .manifest import Manifest, MediaRef, read_manifest
 from .plugins import get_encoder
+from .runtime import pin_threads
 from .store import DEFAULT_CHUNK_ROWS, DONE, FAILED, PENDING, EmbeddingArray, Store
 
 
@@ -57,18 +56,6 @@ class ChunkResult:
 
 def array_key(side: str, encoder: Encoder) -> str:
     return f"{side}.{options_key(encoder.name, encoder.output_options())}"
-
-
-def pin_threads(threads: int | None) -> int:
-    """Pin torch's intra-op threads: CPU results depend on the thread count, so resumed runs match.
-
-    The default is the CPUs this process may use; Dask workers pin 1 (as Dask's nanny does for BLAS).
-    """
-    n = int(threads) if threads else len(os.sched_getaffinity(0))
-    torch = sys.modules.get("torch")  # an encoder that uses torch has imported it by now
-    if torch is not None and torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
 
 
 def embed_chunk(
@@ -184,21 +171,19 @@ def plan(
     return arr, sorted(by_chunk.items())
 
 
-def check_identity(arr: EmbeddingArray, ident: EncoderIdentity) -> list[str]:
-    """Refuse to mix outputs of different weights in one array; a plugin upgrade alone only warns."""
-    stored = arr.identity
-    if stored is None:
+def claim_identity(arr: EmbeddingArray, ident: EncoderIdentity) -> list[str]:
+    """Record the encoder's identity on a new array; refuse to mix outputs of other weights into an old one."""
+    if arr.identity is None:
         arr.set_identity(ident)
         return []
-    hard, soft = stored.differences(ident)
-    if hard:
-        raise StoreError(
-            f"array {arr.key} was made with other encoder settings ({', '.join(hard)} differ: stored "
-            + ", ".join(f"{k}={getattr(stored, k)!r}" for k in hard)
-            + f"; now {', '.join(f'{k}={getattr(ident, k)!r}' for k in hard)}); "
-            "use another store, or the same weights"
-        )
-    return [f"array {arr.key}: {k} was {getattr(stored, k)!r}, now {getattr(ident, k)!r}" for k in soft]
+    return require_same_identity(
+        arr.identity,
+        ident,
+        f"array {arr.key}",
+        "use another store, or the same weights",
+        StoreError,
+        labels=("stored", "now"),
+    )
 
 
 def resolve_batch_size(asked: int | None, default: int, chunk_rows: int) -> int:
@@ -267,7 +252,7 @@ def embed_side(
                 on_progress=on_progress,
             )
         elif work:
-            report.warnings += check_identity(arr, encoder.identity())
+            report.warnings += claim_identity(arr, encoder.identity())
             pin_threads(threads)
             pool = DecoderPool(decode_workers or default_decode_workers(), decode_timeout, manifest.root)
             try:

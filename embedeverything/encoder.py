@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .errors import BadItem, PluginError, UserError, field_errors
+from .errors import BadItem, EEError, PluginError, UserError, field_errors
 from .items import MODALITIES
 
 
@@ -67,6 +67,32 @@ class EncoderIdentity(BaseModel):
             if mine[key] != theirs[key]:
                 (soft if key in self.SOFT_FIELDS else hard).append(key)
         return hard, soft
+
+
+def require_same_identity(
+    recorded: EncoderIdentity,
+    installed: EncoderIdentity,
+    what: str,
+    way_out: str,
+    error: type[EEError] = UserError,
+    field_prefix: str = "",
+    labels: tuple[str, str] = ("recorded", "now"),
+) -> list[str]:
+    """The one rule for reusing stored outputs (a store's array, an adapter's side) with an encoder now.
+
+    A hard difference means other outputs: refused with ``error``, naming every field. Soft ones (a plugin
+    upgrade) are returned as warnings for the caller to show. Each field reads
+    ``{field_prefix}{field}: {labels[0]} <recorded value>, {labels[1]} <value now>``."""
+    hard, soft = recorded.differences(installed)
+    if hard:
+        detail = "; ".join(
+            f"{field_prefix}{f}: {labels[0]} {getattr(recorded, f)!r}, {labels[1]} {getattr(installed, f)!r}"
+            for f in hard
+        )
+        raise error(f"{what} was made with other encoder settings ({detail}); {way_out}")
+    return [
+        f"{what}: {field_prefix}{f} was {getattr(recorded, f)!r}, now {getattr(installed, f)!r}" for f in soft
+    ]
 
 
 def options_key(name: str, options: dict[str, Any]) -> str:

@@ -213,3 +213,16 @@ def test_pipeline_refuses_identity_mismatch_by_field(text_image_adapter, tmp_pat
         pipe = ee.pipeline(soft)
     assert any("plugin_version" in str(w.message) for w in caught)
     assert pipe.embed_a("red").shape == (1, 256)
+
+
+def test_public_pipeline_stays_a_function_after_its_module_is_imported():
+    """Importing a submodule sets the package attribute of its name: the module must not be ``pipeline``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import embedeverything as ee, embedeverything.evaluate.query, embedeverything.inference;"
+        "assert callable(ee.pipeline) and ee.pipeline.__name__ == 'pipeline', ee.pipeline"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -22,17 +22,6 @@ from ..errors import BadItem, UserError
 from ..manifest import MediaRef
 
 
-def side_encoder(adapter: Adapter, side: str) -> Encoder:
-    """The encoder of ``side``, weights loaded, with the same identity as the adapter records."""
-    from ..pipeline import check_identity
-    from ..plugins import get_encoder
-
-    recorded = getattr(adapter.config, side).identity
-    enc = get_encoder(recorded.name, **recorded.options)
-    check_identity(side, recorded, enc.identity())
-    return enc
-
-
 def file_kind(path: Path) -> str:
     """image, audio, video or text, by extension; a UserError for anything else."""
     ext = path.suffix.lower()

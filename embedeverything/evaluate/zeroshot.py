@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from ..adapter import Adapter, load_adapter
 from ..encoder import Encoder
 from ..errors import UserError
-from .inputs import decode_files, embed_items, side_encoder, side_for_modality
+from ..inference import side_encoder
+from .inputs import decode_files, embed_items, side_for_modality
 
 TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "the sound of a {}.", "{}")
 

@@ -263,7 +263,7 @@ def train(
 ) -> TrainResult:
     """Train heads on the pairs of a store that are done on both sides; write the adapter to ``out_dir``."""
     cfg = config or TrainConfig()
-    from ..embed import pin_threads
+    from ..runtime import pin_threads
 
     threads_before = torch.get_num_threads()
     pin_threads(cfg.threads)

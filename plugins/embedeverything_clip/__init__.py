@@ -249,14 +249,6 @@ class _ClipTower(ee.Encoder):
         )
 
     # ---- building -----------------------------------------------------------------------------------
-    def _device(self, torch: Any) -> Any:
-        want = self.options.device
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        if want == "cuda" and not torch.cuda.is_available():
-            raise ee.UserError("--opt device=cuda but torch sees no CUDA device; use device=cpu or auto")
-        return torch.device(want)
-
     def _build(self) -> tuple[Any, ee.Weights]:
         """The whole open_clip model, with weights, in eval mode, at the asked precision and device."""
         import open_clip
@@ -267,7 +259,7 @@ class _ClipTower(ee.Encoder):
         # Quick-GELU and preprocessing follow the pretrained tag, as open_clip does when it loads a tag.
         cfg = open_clip.get_pretrained_cfg(o.arch, o.pretrained) if o.pretrained else {}
         preprocess = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
-        device = self._device(torch)
+        device = ee.choose_device(o.device)
         # open_clip logs "initialized randomly" here, true only until the weights are loaded below
         muted = logging.root.manager.disable
         logging.disable(logging.WARNING)

@@ -152,11 +152,7 @@ class Vggish(ee.Encoder):
         from torchvggish import VGG, make_layers
 
         o = self.options
-        device = o.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ee.UserError("--opt device=cuda but torch sees no CUDA device; use device=cpu or auto")
+        device = ee.choose_device(o.device)
         output = "pca-quantised-0-255" if o.postprocess else "raw"
         model_id = f"torchvggish/vggish:{output}"
         with torch.random.fork_rng(devices=[]):
@@ -191,7 +187,7 @@ class Vggish(ee.Encoder):
                 stated += f",pca:sha256:{pdigest}"
             weights = ee.Weights(model_id=model_id, weights=stated)
         self._torch = torch
-        self._device = torch.device(device)
+        self._device = device
         self._dtype = torch.bfloat16 if o.precision == "bf16" else torch.float32
         self._model = model.to(self._device, self._dtype).eval()
         self._pca_matrix = pca_m.to(self._device)  # [128, 128]

@@ -4,6 +4,9 @@
 loads its weights and compares identities field by field: a different model, weights hash, options or
 dim would put inputs somewhere the heads never saw, so it is refused, naming the fields; a different
 plugin version alone is a warning (or every upgrade would orphan old adapters).
+
+The module is not called ``pipeline``: importing a submodule sets the package attribute of its name, which
+would replace the public function ``embedeverything.pipeline`` with this module.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 
 from .adapter import Adapter, load_adapter
 from .decode import decode
-from .encoder import Encoder, EncoderIdentity
+from .encoder import Encoder, EncoderIdentity, require_same_identity
 from .errors import BadItem, UserError
 from .items import Audio
 from .manifest import MediaRef
@@ -26,24 +29,22 @@ from .manifest import MediaRef
 _KIND = {"image": "image", "audio": "audio", "text": "text"}
 
 
-def check_identity(side: str, recorded: EncoderIdentity, installed: EncoderIdentity) -> None:
-    """Refuse an encoder whose output would differ from what the adapter was trained on."""
-    hard, soft = recorded.differences(installed)
-    if hard:
-        detail = "; ".join(
-            f"{side}.identity.{f}: adapter {getattr(recorded, f)!r}, installed {getattr(installed, f)!r}"
-            for f in hard
-        )
-        raise UserError(
-            f"encoder {recorded.name!r} of side {side} does not match the adapter ({detail}); "
-            "install or point to the weights it was trained with"
-        )
-    for f in soft:
-        warnings.warn(
-            f"side {side}: encoder {recorded.name!r} {f} is {getattr(installed, f)!r}, "
-            f"the adapter was trained with {getattr(recorded, f)!r}",
-            stacklevel=3,
-        )
+def side_encoder(adapter: Adapter, side: str) -> Encoder:
+    """The encoder of ``side``, as the adapter records it, refused when its outputs would differ."""
+    from .plugins import get_encoder
+
+    recorded: EncoderIdentity = getattr(adapter.config, side).identity
+    enc = get_encoder(recorded.name, **recorded.options)
+    for msg in require_same_identity(
+        recorded,
+        enc.identity(),
+        f"side {side} of the adapter (encoder {recorded.name!r})",
+        "install or point to the weights it was trained with",
+        field_prefix=f"{side}.identity.",
+        labels=("adapter", "installed"),
+    ):
+        warnings.warn(msg, stacklevel=3)
+    return enc
 
 
 class Pipeline:
@@ -102,13 +103,5 @@ class Pipeline:
 
 def pipeline(path: str | os.PathLike[str]) -> Pipeline:
     """Load an adapter and the encoders it names (weights included), checking they are the same ones."""
-    from .plugins import get_encoder
-
     adapter = load_adapter(path)
-    encoders = []
-    for side in ("a", "b"):
-        recorded: EncoderIdentity = getattr(adapter.config, side).identity
-        enc = get_encoder(recorded.name, **recorded.options)
-        check_identity(side, recorded, enc.identity())
-        encoders.append(enc)
-    return Pipeline(adapter, encoders[0], encoders[1])
+    return Pipeline(adapter, side_encoder(adapter, "a"), side_encoder(adapter, "b"))
