@@ -3,7 +3,8 @@
 Everything is computed from one similarity matrix ``S [n, n]`` (cosine unless a hubness correction has
 rewritten it), so that plain cosine, CSLS and query-bank normalisation are scored by the same code.
 Direction a->b ranks the row ``S[i]`` (queries of side a against the gallery of side b); b->a ranks
-the column. Ties count against the true pair (a constant similarity scores as badly as it deserves).
+the column. Ranks follow the tie rule of :mod:`embedeverything.retrieval`, the one training's R@1 uses:
+ties count against the true pair.
 
 With labels (class per row, ``-1`` for none): class-level mAP (every gallery item of the query's class
 is relevant; the mean over queries of the average precision) and same-class R@K (the share of queries
@@ -18,32 +19,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..retrieval import as_tensor as as_tensor  # re-exported: evaluate's modules take it from here
+from ..retrieval import cosine_matrix, true_ranks
 
 KS: tuple[int, ...] = (1, 5, 10)
 MAX_LABEL_QUERIES = 1000
-
-
-def as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return x.float() if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, np.float32))
-
-
-def cosine_matrix(za: np.ndarray | torch.Tensor, zb: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """``S [n_a, n_b]``: cosine similarity of every a row to every b row."""
-    return F.normalize(as_tensor(za), dim=-1) @ F.normalize(as_tensor(zb), dim=-1).T
-
-
-def true_ranks(sim: torch.Tensor) -> torch.Tensor:
-    """1-based rank of the true pair (the diagonal) in each row of ``sim [n, n]``; ties count against it."""
-    n = sim.shape[0]
-    ranks = torch.empty(n, dtype=torch.long)
-    block = 4096
-    for lo in range(0, n, block):
-        s = sim[lo : lo + block]
-        diag = s[torch.arange(s.shape[0]), torch.arange(lo, lo + s.shape[0])]
-        ge = (s >= diag[:, None]).sum(1)  # includes the true pair itself
-        ranks[lo : lo + block] = ge
-    return ranks
 
 
 def _label_metrics(

@@ -12,7 +12,7 @@ _EXPORTS = {
     "train": ".trainer",
     "TrainResult": ".trainer",
     "EpochReport": ".trainer",
-    "recall_at_1": ".trainer",
+    "recall_at_1": "..retrieval",
     "TrainConfig": ".config",
     "make_config": ".config",
     "PRESETS": ".config",

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import __version__
 from ..adapter import AdapterConfig, LossSpec, SideConfig, TrainingInfo, save_adapter
@@ -33,6 +32,7 @@ from ..encoder import EncoderIdentity
 from ..errors import UserError
 from ..files import atomic_path, write_text_atomic
 from ..heads import Head, HeadSpec
+from ..retrieval import recall_at_1
 from ..store import EmbeddingArray, Store, paired_rows
 from .config import TrainConfig, auto_batch_size
 from .data import InMemoryPairs, PairSource, StreamingPairs, default_memory_budget, label_codes
@@ -145,33 +145,6 @@ def choose_heads(
             )
         )
     return specs[0], specs[1], dim
-
-
-# ---- evaluation ----------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def recall_at_1(za: torch.Tensor, zb: torch.Tensor, block: int = 2048) -> tuple[float, float]:
-    """R@1 both ways: the share of rows whose own pair is the nearest (cosine) of all candidates.
-
-    One pass over the similarity matrix serves both directions: row maxima within a block, column
-    maxima carried from block to block (ties go to the lower index, as argmax does).
-    """
-    za, zb = F.normalize(za.float(), dim=-1), F.normalize(zb.float(), dim=-1)
-    n = za.shape[0]
-    hits_ab = 0
-    col_best = torch.full((n,), -float("inf"))
-    col_arg = torch.zeros(n, dtype=torch.long)
-    for lo in range(0, n, block):
-        sims = za[lo : lo + block] @ zb.t()  # [block, n]
-        idx = torch.arange(lo, lo + sims.shape[0])
-        hits_ab += int(sims.argmax(1).eq(idx).sum())
-        best, arg = sims.max(0)
-        better = best > col_best
-        col_best = torch.where(better, best, col_best)
-        col_arg = torch.where(better, arg + lo, col_arg)
-    hits_ba = int(col_arg.eq(torch.arange(n)).sum())
-    return hits_ab / n, hits_ba / n
 
 
 # ---- state, checkpoints ---------------------------------------------------------------------------
