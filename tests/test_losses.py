@@ -10,8 +10,11 @@ import torch.nn.functional as F
 
 import embedeverything as ee
 from embedeverything.errors import UserError
+from embedeverything.heads import Head, HeadSpec
 from embedeverything.plugins import register_plugin, unregister_plugin
-from embedeverything.train.losses import get_loss, loss_names
+from embedeverything.train.losses import HeadPair, Loss, build_loss, get_loss, loss_names
+from embedeverything.train.losses.clip_folded_grad import ClipIdentityLinear, clip_identity_linear_reference
+from embedeverything.train.losses.clip_infonce_grad import ClipInfoNCE, Workspace, clip_infonce_reference
 
 
 def _pairs(b: int, d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,3 +212,87 @@ def test_linear_head_folded_into_logits_equals_the_plain_loss(temperature):
     assert F.cosine_similarity(w0.flatten(), w1.flatten(), dim=0) > 0.9999
     assert F.cosine_similarity(b0, b1, dim=0) > 0.999
     assert float(s1) == pytest.approx(float(s0), rel=1e-3)
+
+
+class TakesPrecision(Loss):
+    """A plugin's loss that asks for the trainer's precision setting."""
+
+    train_settings = frozenset({"precision"})
+
+    def __init__(self, precision: str = "unset"):
+        super().__init__()
+        self.precision = precision
+
+    def forward(self, za, zb, labels=None):
+        return (za - zb).pow(2).mean()
+
+
+class Clamped(torch.nn.Module):
+    """A plain module with the two optional methods of the plugin contract."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(5.0))
+
+    def forward(self, za, zb, labels=None):
+        return self.w * (za - zb).pow(2).mean()
+
+    def post_step(self):
+        with torch.no_grad():
+            self.w.clamp_(max=1.0)
+
+    def summary(self):
+        return {"w": float(self.w)}
+
+
+class ContractPlugin:
+    @staticmethod
+    @ee.hookimpl
+    def register_losses(register):
+        register("takes-precision", TakesPrecision)
+        register("clamped", Clamped)
+
+
+def test_declared_settings_and_plain_modules():
+    register_plugin(ContractPlugin(), name="ee-contract-loss")
+    try:
+        settings = {"precision": "bf16", "compile": True}
+        assert build_loss("takes-precision", {}, settings).precision == "bf16"  # declared: given
+        assert (
+            build_loss("takes-precision", {"precision": "fp32"}, settings).precision == "fp32"
+        )  # option wins
+        assert get_loss("takes-precision").precision == "unset"  # no trainer, no settings
+        loss = build_loss("clamped", {}, settings)  # declares nothing: nothing passed, no TypeError
+        assert isinstance(loss, Loss) and loss.summary() == {"w": 5.0}
+        assert list(loss.state_dict()) == ["w"]  # checkpoint keys as the module names them
+        loss.post_step()
+        assert loss.summary() == {"w": 1.0}
+    finally:
+        unregister_plugin("ee-contract-loss")
+
+
+def test_which_clip_loss_folds_which_head():
+    ident, lin = (
+        HeadSpec(kind="identity", in_dim=64, out_dim=64),
+        HeadSpec(kind="linear", in_dim=16, out_dim=64),
+    )
+    heads = HeadPair.build(Head(ident), Head(lin), compile=False)
+    assert get_loss("clip").folded_side(heads) == "b"
+    assert get_loss("clip").folded_side(HeadPair.build(Head(lin), Head(ident), compile=False)) == "a"
+    assert get_loss("clip-label").folded_side(heads) is None  # the fold is blind to labels
+    wide = HeadSpec(kind="linear", in_dim=64, out_dim=64)
+    assert get_loss("clip").folded_side(HeadPair.build(Head(ident), Head(wide), compile=False)) is None
+
+
+def test_hand_written_gradients_against_their_references():
+    za, zb = _pairs(48, 16, seed=7)
+    za, zb = F.normalize(za, dim=-1), F.normalize(zb, dim=-1)
+    s = torch.tensor(14.0)
+    want = clip_infonce_reference(za, zb, s)
+    got = ClipInfoNCE.apply(za, zb, s, torch.float32, Workspace(), False)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    x = torch.randn(48, 8, generator=torch.Generator().manual_seed(2))
+    lin = torch.nn.Linear(8, 16)
+    want = clip_identity_linear_reference(za, x, lin, s)
+    got = ClipIdentityLinear.apply(za, x, lin.weight, lin.bias, s, Workspace())
+    assert float(got) == pytest.approx(float(want), rel=1e-2)  # bf16 logits

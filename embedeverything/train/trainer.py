@@ -12,7 +12,6 @@ Output folder: ``adapter.safetensors``, ``split.json``, ``metrics.jsonl``, ``che
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -36,7 +35,7 @@ from ..retrieval import recall_at_1
 from ..store import EmbeddingArray, Store, paired_rows
 from .config import TrainConfig, auto_batch_size
 from .data import InMemoryPairs, PairSource, StreamingPairs, default_memory_budget, label_codes
-from .losses import ClipLoss, get_loss, loss_plugin
+from .losses import HeadPair, build_loss, loss_plugin
 from .split import Split, make_split, rows_hash, save_split
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -293,8 +292,7 @@ def _train(
     spec_a, spec_b, shared_dim = choose_heads(ida, idb, cfg)
     torch.manual_seed(cfg.seed)
     head_a, head_b = Head(spec_a), Head(spec_b)
-    loss_opts = dict(cfg.loss_options)
-    loss_fn = _make_loss(cfg.loss, loss_opts, cfg)
+    loss_fn = build_loss(cfg.loss, cfg.loss_options, {"precision": cfg.precision, "compile": cfg.compile})
 
     codes = label_codes(meta["label"][:n]) if n else None
     lab = (lambda rows: None) if codes is None else (lambda rows: codes[rows])
@@ -348,10 +346,7 @@ def _train(
     elif (out / METRICS_FILE).exists():
         (out / METRICS_FILE).unlink()
 
-    fold = _foldable(spec_a, spec_b, loss_fn, cfg)
-    ha_run, hb_run = head_a, head_b
-    if cfg.compile:
-        ha_run, hb_run = torch.compile(head_a), torch.compile(head_b)
+    heads = HeadPair.build(head_a, head_b, cfg.compile)
 
     def save_checkpoint(epoch: int) -> None:
         tensors = {
@@ -388,17 +383,11 @@ def _train(
         t0 = time.perf_counter()
         total, steps, seen = 0.0, 0, 0
         for xa, xb, yl in source.batches(epoch, batch_size, cfg.seed):
-            if fold is not None and loss_fn.folds_linear_head():  # type: ignore[operator]
-                z_id, x_lin, lin = (xa, xb, head_b) if fold == "b" else (xb, xa, head_a)
-                loss = loss_fn.identity_linear(z_id, lin.standardize(x_lin), lin.net)  # type: ignore[operator]
-            else:
-                loss = loss_fn(ha_run(xa), hb_run(xb), yl)
+            loss = loss_fn.step(heads, xa, xb, yl)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            post = getattr(loss_fn, "post_step", None)
-            if post is not None:
-                post()
+            loss_fn.post_step()
             total += float(loss.detach())
             steps += 1
             seen += xa.shape[0]
@@ -461,7 +450,6 @@ def _train(
     best = next((h for h in history if h["epoch"] == best_epoch), history[-1] if history else {})
     metrics = {k: float(best[k]) for k in ("val_loss", "val_r1", "val_r1_a2b", "val_r1_b2a") if k in best}
     metrics["best_epoch"] = float(best_epoch)
-    summary = getattr(loss_fn, "summary", None)
     config = AdapterConfig(
         shared_dim=shared_dim,
         a=SideConfig(identity=ida, array=arr_a.key, head=spec_a),
@@ -470,7 +458,7 @@ def _train(
             name=cfg.loss,
             plugin=loss_plugin(cfg.loss),
             options=cfg.loss_options,
-            learned=summary() if summary is not None else {},
+            learned=loss_fn.summary(),
         ),
         metrics=metrics,
         training=TrainingInfo(
@@ -515,37 +503,6 @@ def make_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]]) -> torch.opti
         return cls(groups, lr=cfg.lr, weight_decay=wd, fused=True)
     except (RuntimeError, TypeError, ValueError):
         return cls(groups, lr=cfg.lr, weight_decay=wd)
-
-
-def _foldable(spec_a: HeadSpec, spec_b: HeadSpec, loss_fn: torch.nn.Module, cfg: TrainConfig) -> str | None:
-    """The side whose linear head the CLIP loss can fold into its logits (identity on the other side,
-    input narrower than the shared space: the paper's VGGish -> CLIP), or None."""
-    if type(loss_fn) is not ClipLoss or cfg.compile:
-        return None
-    for side, mine, other in (("b", spec_b, spec_a), ("a", spec_a, spec_b)):
-        if other.kind == "identity" and mine.kind == "linear" and mine.in_dim + 1 < mine.out_dim:
-            return side
-    return None
-
-
-def _make_loss(name: str, options: dict[str, Any], cfg: TrainConfig) -> torch.nn.Module:
-    """The loss, given the trainer's precision and compile switches where its factory takes them."""
-    from ..plugins import registry
-    from .losses import ensure_builtin_losses
-
-    ensure_builtin_losses()
-    entry = registry().losses.get(name)
-    opts = dict(options)
-    if entry is not None:
-        try:
-            params = inspect.signature(entry[0]).parameters
-        except (TypeError, ValueError):
-            params = {}
-        if "precision" in params and "precision" not in opts:
-            opts["precision"] = cfg.precision
-        if "compile" in params and "compile" not in opts and cfg.compile:
-            opts["compile"] = True
-    return get_loss(name, **opts)
 
 
 @torch.no_grad()
