@@ -127,7 +127,7 @@ def interleaved_steps(xa: torch.Tensor, xb: torch.Tensor, rounds: int = 6) -> di
     torch.manual_seed(0)
     head_ee = Head(HeadSpec(kind="linear", in_dim=xb.shape[1], out_dim=xa.shape[1]))
     loss_ee = get_loss("clip")
-    from embedeverything.train.trainer import make_optimizer
+    from embedeverything.train.setup import make_optimizer
 
     params = [{"params": [*head_ee.parameters()]}, {"params": [*loss_ee.parameters()], "weight_decay": 0.0}]
     opt_ee = make_optimizer(make_config("paper"), params)

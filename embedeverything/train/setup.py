@@ -1,0 +1,233 @@
+"""Everything a training run is built from: arrays, split, heads, loss, optimiser, data, resumed state.
+
+:func:`prepare` does it in a fixed order, since a resumed run must rebuild the same things from the
+same seeds: torch's RNG is seeded just before the heads and the loss are built; the loop's draws
+(dropout) come after, from the RNG state a checkpoint restores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..encoder import EncoderIdentity
+from ..errors import UserError
+from ..heads import Head, HeadKind, HeadSpec
+from ..store import EmbeddingArray, Store, paired_rows
+from .checkpoint import (
+    METRICS_FILE,
+    Checkpoint,
+    TrainState,
+    fingerprint,
+    module_tensors,
+    open_checkpoint,
+    restore,
+    write_metrics,
+)
+from .config import TrainConfig, auto_batch_size
+from .data import InMemoryPairs, PairSource, StreamingPairs, default_memory_budget, label_codes
+from .losses import HeadPair, Loss, build_loss
+from .split import Split, make_split, rows_hash, save_split
+
+
+@dataclass
+class Run:
+    """One training run, built: what the loop drives and what the adapter records."""
+
+    cfg: TrainConfig
+    out: Path
+    store_location: str
+    arr_a: EmbeddingArray
+    arr_b: EmbeddingArray
+    ids: np.ndarray
+    split: Split
+    shared_dim: int
+    heads: HeadPair
+    loss: Loss
+    opt: torch.optim.Optimizer
+    source: PairSource
+    val: InMemoryPairs
+    batch_size: int
+    streamed: bool
+    fingerprint: dict[str, Any]
+
+    @property
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """The trained modules by checkpoint prefix (their order is the checkpoint's)."""
+        return {"a": self.heads.a, "b": self.heads.b, "loss": self.loss}
+
+
+def resolve_array(store: Store, side: str, key: str | None) -> EmbeddingArray:
+    """KEY is an array key, or an encoder name used by exactly one array of that side; None: the only one."""
+    mine = store.find(side=side)
+    listing = ", ".join(a.key for a in mine) or "none"
+    if key is None:
+        if len(mine) != 1:
+            raise UserError(
+                f"store {store.location} has {len(mine)} arrays on side {side} ({listing}); "
+                f"choose one with --{side} KEY"
+            )
+        arr = mine[0]
+    elif key in store.keys():
+        arr = store.embedding(key)
+        if arr.side != side:
+            raise UserError(f"array {key} holds side {arr.side}, not side {side}")
+    else:
+        named = [a for a in mine if a.encoder == key]
+        if len(named) != 1:
+            how = "no array" if not named else f"{len(named)} arrays"
+            raise UserError(
+                f"--{side} {key!r}: {how} of side {side} use that encoder; arrays of side {side}: {listing}"
+            )
+        arr = named[0]
+    if arr.identity is None:
+        raise UserError(f"array {arr.key} records no encoder identity; re-run `ee embed` for it")
+    return arr
+
+
+def choose_heads(
+    ida: EncoderIdentity, idb: EncoderIdentity, cfg: TrainConfig
+) -> tuple[HeadSpec, HeadSpec, int]:
+    """Head specs for both sides, and the shared dim.
+
+    ``auto``: a side whose encoder declares a shared space (CLIP's image and text towers) stays identity
+    and the other side gets a head into its dim. When both declare one (clip + clip-text), side a stays
+    identity and side b is trained into it: two identities would train nothing, and keeping a fixed
+    keeps the text tower's space. When neither does, both get heads into ``cfg.dim``.
+    """
+    ka, kb = cfg.head_a, cfg.head_b
+    if ka == "auto" and kb == "auto":
+        if ida.shared_space is not None:
+            ka, kb = "identity", cfg.head_kind
+        elif idb.shared_space is not None:
+            ka, kb = cfg.head_kind, "identity"
+        else:
+            ka, kb = cfg.head_kind, cfg.head_kind
+    elif ka == "auto":
+        ka = cfg.head_kind
+    elif kb == "auto":
+        kb = cfg.head_kind
+    if ka == "identity" and kb == "identity":
+        raise UserError("--head-a and --head-b are both identity: nothing to train")
+    if ka == "identity":
+        dim = ida.dim
+    elif kb == "identity":
+        dim = idb.dim
+    else:
+        dim = cfg.dim
+    spec_a, spec_b = (_head_spec(kind, ident, dim, cfg) for kind, ident in ((ka, ida), (kb, idb)))
+    return spec_a, spec_b, dim
+
+
+def _head_spec(kind: HeadKind, ident: EncoderIdentity, dim: int, cfg: TrainConfig) -> HeadSpec:
+    mlp = kind == "mlp"
+    return HeadSpec(
+        kind=kind,
+        in_dim=ident.dim,
+        out_dim=dim,
+        width=cfg.mlp_width if mlp else None,
+        depth=cfg.mlp_depth if mlp else 1,
+        dropout=cfg.dropout if mlp else 0.0,
+    )
+
+
+def make_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]]) -> torch.optim.Optimizer:
+    """Adam or AdamW, fused where torch has it: one kernel per step instead of a dozen small parallel
+    ones, each of which waits for a scheduler slice when the CPU is shared."""
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    wd = cfg.weight_decay if cfg.optimizer == "adamw" else 0.0
+    try:
+        return cls(groups, lr=cfg.lr, weight_decay=wd, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(groups, lr=cfg.lr, weight_decay=wd)
+
+
+def prepare(
+    store_location: str, a_key: str | None, b_key: str | None, out: Path, cfg: TrainConfig, resume: bool
+) -> tuple[Run, TrainState, int | None]:
+    """The run, its state (restored from ``out``'s checkpoint when resuming), and the epoch resumed from."""
+    store = Store.open(store_location, read_only=True)
+    arr_a, arr_b = resolve_array(store, "a", a_key), resolve_array(store, "b", b_key)
+    ida, idb = arr_a.identity, arr_b.identity
+    assert ida is not None and idb is not None  # resolve_array refuses arrays without one
+    meta = store.rows()
+    ids = meta["id"]
+    n = min(arr_a.n_rows, arr_b.n_rows, len(ids))
+    split = make_split(paired_rows(arr_a, arr_b, n), meta, seed=cfg.seed, fractions=cfg.fractions)
+    fp = fingerprint(cfg, arr_a, arr_b, rows_hash(ids, np.concatenate([split.train, split.val, split.test])))
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = open_checkpoint(out, fp, resume)
+    save_split(split, ids, out)
+
+    spec_a, spec_b, shared_dim = choose_heads(ida, idb, cfg)
+    torch.manual_seed(cfg.seed)
+    head_a, head_b = Head(spec_a), Head(spec_b)
+    loss = build_loss(cfg.loss, cfg.loss_options, {"precision": cfg.precision, "compile": cfg.compile})
+    codes = label_codes(meta["label"][:n]) if n else None
+    source, val, streamed = _data(arr_a, arr_b, split, codes, cfg)
+    ma, sa, mb, sb = source.stats()
+    head_a.set_normalization(ma, sa)
+    head_b.set_normalization(mb, sb)
+    params = [p for h in (head_a, head_b) for p in h.parameters()]
+    loss_params = [p for p in loss.parameters() if p.requires_grad]
+    opt = make_optimizer(cfg, [{"params": params}, {"params": loss_params, "weight_decay": 0.0}])
+
+    run = Run(
+        cfg=cfg,
+        out=out,
+        store_location=store_location,
+        arr_a=arr_a,
+        arr_b=arr_b,
+        ids=ids,
+        split=split,
+        shared_dim=shared_dim,
+        heads=HeadPair.build(head_a, head_b, cfg.compile),
+        loss=loss,
+        opt=opt,
+        source=source,
+        val=val,
+        batch_size=cfg.batch_size or auto_batch_size(source.n),
+        streamed=streamed,
+        fingerprint=fp,
+    )
+    state, resumed_from = _start_state(run, ckpt)
+    return run, state, resumed_from
+
+
+def _data(
+    arr_a: EmbeddingArray, arr_b: EmbeddingArray, split: Split, codes: np.ndarray | None, cfg: TrainConfig
+) -> tuple[PairSource, InMemoryPairs, bool]:
+    """Training pairs (streamed when the train part exceeds the memory budget), validation pairs."""
+
+    def lab(rows: np.ndarray) -> np.ndarray | None:
+        return None if codes is None else codes[rows]
+
+    budget = cfg.memory_budget or default_memory_budget()
+    train_bytes = split.train.size * (arr_a.dim + arr_b.dim) * 4
+    streamed = cfg.stream if cfg.stream is not None else train_bytes > budget
+    source: PairSource
+    if streamed:
+        source = StreamingPairs(arr_a, arr_b, split.train, lab(split.train), budget)
+    else:
+        source = InMemoryPairs.from_store(arr_a, arr_b, split.train, lab(split.train))
+    val_rows = split.val
+    if val_rows.size > cfg.val_max_rows:
+        pick = np.random.default_rng(cfg.seed).choice(val_rows.size, cfg.val_max_rows, replace=False)
+        val_rows = np.sort(val_rows[pick])
+    return source, InMemoryPairs.from_store(arr_a, arr_b, val_rows, lab(val_rows)), streamed
+
+
+def _start_state(run: Run, ckpt: Checkpoint | None) -> tuple[TrainState, int | None]:
+    """A fresh state (the initial modules as the best so far), or the checkpoint's."""
+    metrics = run.out / METRICS_FILE
+    if ckpt is None:
+        if metrics.exists():
+            metrics.unlink()
+        return TrainState(best=module_tensors(run.modules)), None
+    state = restore(ckpt, run.modules, run.opt)
+    write_metrics(metrics, state.history)
+    return state, state.epoch
