@@ -84,7 +84,3 @@ class Head(nn.Module):
         if not self.trained:
             return x
         return self.net(self.standardize(x))
-
-
-def build_head(spec: HeadSpec) -> Head:
-    return Head(spec)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from . import app
+
+if TYPE_CHECKING:
+    from ..train.trainer import EpochReport
 
 
 def _parse_loss_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -26,6 +29,45 @@ def _parse_loss_options(pairs: list[str] | None) -> dict[str, Any]:
         except ValueError:
             out[key.strip().replace("-", "_")] = value
     return out
+
+
+class _EpochBar:
+    """A rich progress bar fed by the trainer's epoch reports; started by the first one."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  val R@1 {task.fields[r1]} (best {task.fields[best]})"),
+            TimeElapsedColumn(),
+            transient=False,
+        )
+        self.task: Any = None
+
+    def on_epoch(self, rep: EpochReport) -> None:
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task(
+                "train", total=rep.epochs, completed=rep.epoch, loss="-", r1="-", best="-"
+            )
+            return
+        self.bar.update(
+            self.task,
+            completed=rep.epoch,
+            loss=f"{rep.loss:.4f}",
+            r1=f"{rep.val_r1:.3f}",
+            best=f"{rep.best_r1:.3f}",
+        )
+
+    def __enter__(self) -> _EpochBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.bar.stop()
 
 
 @app.command("train")
@@ -83,8 +125,6 @@ def train_cmd(
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all CPUs available).")] = None,
 ) -> int:
     """Train heads so that pairs land together; writes OUT/adapter.safetensors."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from ..train import make_config, train
 
     given: dict[str, Any] = {
@@ -116,36 +156,8 @@ def train_cmd(
     if memory_budget_mb is not None:
         overrides["memory_budget"] = memory_budget_mb << 20
     config = make_config(preset, **overrides)
-
-    bar = Progress(
-        TextColumn("train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  val R@1 {task.fields[r1]} (best {task.fields[best]})"),
-        TimeElapsedColumn(),
-        transient=False,
-    )
-    task = None
-
-    def on_epoch(rep: Any) -> None:
-        nonlocal task
-        if task is None:
-            bar.start()
-            task = bar.add_task("train", total=rep.epochs, completed=rep.epoch, loss="-", r1="-", best="-")
-            return
-        bar.update(
-            task,
-            completed=rep.epoch,
-            loss=f"{rep.loss:.4f}",
-            r1=f"{rep.val_r1:.3f}",
-            best=f"{rep.best_r1:.3f}",
-        )
-
-    try:
-        result = train(store, a, b, out, config, resume=resume, progress=on_epoch)
-    finally:
-        if task is not None:
-            bar.stop()
+    with _EpochBar() as bar:
+        result = train(store, a, b, out, config, resume=resume, progress=bar.on_epoch)
     m = result.metrics
     how = "stopped early" if result.stopped_early else "done"
     print(
