@@ -76,19 +76,21 @@ def make_store(
                     if lo <= r < hi:
                         state[r - lo] = FAILED
             arr.write_chunk(k, X[lo:hi], state, [""] * (hi - lo))
-        arr.set_identity(
-            EncoderIdentity(
-                name=f"enc{side}",
-                modality="text",
-                dim=d,
-                plugin="tests",
-                plugin_version="1",
-                model_id=f"test/{side}",
-                weights="sha256:00",
-                shared_space=shared,
-            )
-        )
+        arr.set_identity(_identity(side, d, shared))
     return store
+
+
+def _identity(side: str, dim: int, shared: str | None) -> EncoderIdentity:
+    return EncoderIdentity(
+        name=f"enc{side}",
+        modality="text",
+        dim=dim,
+        plugin="tests",
+        plugin_version="1",
+        model_id=f"test/{side}",
+        weights="sha256:00",
+        shared_space=shared,
+    )
 
 
 FAST = dict(checkpoint_every_s=0, threads=1)
