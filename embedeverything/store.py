@@ -58,10 +58,6 @@ class EmbeddingArray:
     group: Any  # zarr.Group
 
     @property
-    def attrs(self) -> dict[str, Any]:
-        return dict(self.group.attrs)
-
-    @property
     def side(self) -> str:
         return str(self.group.attrs["side"])
 
