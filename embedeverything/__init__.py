@@ -1,10 +1,17 @@
 """embedeverything: co-embed any two modalities with frozen encoders and small contrastive heads.
 
-Public API (imported lazily, so that ``ee --help`` and plugin discovery stay fast and torch-free):
+Public API (imported lazily, so that ``ee --help`` and plugin discovery stay fast and torch-free). A
+plugin imports nothing else from embedeverything (tests/test_plugins.py checks the bundled ones and the
+examples), so these names are what stays stable for plugins:
 
-- plugin authors: :class:`Encoder`, :class:`Weights`, :class:`Audio`, :class:`BadItem`, :data:`hookimpl`,
-  :func:`sha256_file`;
-- downstream users: :func:`load_adapter`, :func:`pipeline`, :func:`get_encoder`.
+- the encoder contract: :class:`Encoder`, :class:`Weights`, :class:`EncoderIdentity`, :class:`Audio`,
+  :class:`BadItem`, :class:`UserError`, :class:`PluginError`, :data:`hookimpl`, :func:`register_plugin`;
+- weights: :func:`sha256_file`; pretrained files a plugin declares (:class:`WeightFile`) and checks
+  (:func:`check_local_file`); where the usual caches are (:func:`xdg_cache`, :func:`torch_hub_dir`,
+  :func:`hf_cached_file`); whether a download host answers, quickly (:func:`reachable`);
+- where torch runs: :func:`choose_device`, :func:`pin_threads`;
+- downstream users: :func:`load_adapter`, :func:`pipeline`, :class:`Pipeline`, :func:`get_encoder`,
+  :class:`Store`.
 """
 
 from __future__ import annotations
@@ -18,6 +25,12 @@ _EXPORTS = {
     "Weights": ".encoder",
     "EncoderIdentity": ".encoder",
     "sha256_file": ".files",
+    "WeightFile": ".weights",
+    "check_local_file": ".weights",
+    "hf_cached_file": ".weights",
+    "reachable": ".weights",
+    "torch_hub_dir": ".weights",
+    "xdg_cache": ".weights",
     "choose_device": ".runtime",
     "pin_threads": ".runtime",
     "Audio": ".items",

@@ -9,17 +9,28 @@ its own (worker processes are made non-daemonic for that: daemonic processes can
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .chunks import (
+    ChunkResult,
+    ChunkRun,
+    EmbedReport,
+    Work,
+    account,
+    claim_identity,
+    decode_rows,
+    embed_chunk,
+)
+from .decoder_pool import DecoderPool
+from .encoder import Encoder, EncoderIdentity
 from .errors import EEError, StoreError, UserError
-
-if TYPE_CHECKING:
-    from .embed import EmbedReport
-    from .encoder import Encoder
-    from .manifest import MediaRef
-    from .store import EmbeddingArray
+from .manifest import MediaRef
+from .plugins import get_encoder
+from .runtime import pin_threads
+from .store import EmbeddingArray, Store
 
 # Per worker process: encoders, decoder pools and stores, kept between tasks.
 _WORKER: dict[tuple[Any, ...], Any] = {}
@@ -31,17 +42,23 @@ class ClusterError(EEError):
     exit_code = 1
 
 
-def _encoder(name: str, options_json: str) -> Encoder:
-    import json
+# ---- in each worker process ------------------------------------------------------------------------
 
-    from .plugins import get_encoder
 
-    key = ("encoder", name, options_json)
+def _kept(key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+    """The worker's object for ``key``, made by ``make()`` on the first task that needs it."""
     if key not in _WORKER:
+        _WORKER[key] = make()
+    return _WORKER[key]
+
+
+def _encoder(name: str, options_json: str) -> Encoder:
+    def make() -> Encoder:
         enc = get_encoder(name, **json.loads(options_json))
         enc.ensure_loaded()
-        _WORKER[key] = enc
-    return _WORKER[key]
+        return enc
+
+    return _kept(("encoder", name, options_json), make)
 
 
 def worker_identity(name: str, options_json: str) -> dict[str, Any]:
@@ -62,13 +79,10 @@ def worker_embed_chunk(
     root: str,
     identity_json: dict[str, Any],
 ) -> tuple[int, int, int]:
-    from .decoder_pool import DecoderPool
-    from .embed import embed_chunk
-    from .encoder import EncoderIdentity
-    from .manifest import MediaRef
-    from .runtime import pin_threads
-    from .store import Store
+    """One Dask task: decode and embed one chunk, write it; (chunk, rows done, rows failed).
 
+    Plain JSON-able arguments, so that a task pickles small and a rerun after a worker died is the
+    same task."""
     enc = _encoder(name, options_json)
     hard, _ = EncoderIdentity.model_validate(identity_json).differences(enc.identity())
     if hard:
@@ -79,21 +93,19 @@ def worker_embed_chunk(
             "Dask worker processes are daemonic and cannot start decoder processes: "
             "start the workers with DASK_DISTRIBUTED__WORKER__DAEMON=False"
         )
-    pool_key = ("pool", root, decode_timeout)
-    if pool_key not in _WORKER:
-        _WORKER[pool_key] = DecoderPool(1, decode_timeout, root)
+    pool = _kept(("pool", root, decode_timeout), lambda: DecoderPool(1, decode_timeout, root))
     refs = {int(r): MediaRef.model_validate_json(j) for r, j in refs_json.items()}
-    rows = sorted(refs)
-    decoded = dict(zip(rows, _WORKER[pool_key].decode_all([refs[r] for r in rows]), strict=True))
-    store_key = ("store", location)
-    if store_key not in _WORKER:
-        _WORKER[store_key] = Store.open(location)
-    arr = _WORKER[store_key].embedding(key)
-    res = embed_chunk(arr, enc, chunk, refs, decoded, batch_size)
+    decoded = decode_rows(pool, refs)
+    arr = _kept(("store", location), lambda: Store.open(location)).embedding(key)
+    res = embed_chunk(arr, enc, chunk, decoded, batch_size)
     return res.chunk, res.new_done, res.new_failed
 
 
+# ---- in the client -----------------------------------------------------------------------------------
+
+
 def require_dask() -> None:
+    """Fail early, and say which extra to install, when ``--workers`` / ``--scheduler`` lack Dask."""
     try:
         import dask  # noqa: F401
         import distributed  # noqa: F401
@@ -120,24 +132,35 @@ def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
-def run_on_cluster(
-    arr: EmbeddingArray,
-    encoder: Encoder,
-    work: list[tuple[int, dict[int, MediaRef]]],
-    report: EmbedReport,
-    *,
-    batch_size: int,
-    threads: int,
-    decode_timeout: float,
-    root: str,
-    workers: int | None,
-    scheduler: str | None,
-    strict: bool,
-    on_progress: Callable[[int], None] | None,
-) -> None:
-    """Submit one task per pending chunk; fold results into ``report`` as they complete."""
-    import json
+def _submit(
+    client: Any, arr: EmbeddingArray, encoder: Encoder, work: Work, run: ChunkRun, options_json: str
+) -> dict[Any, tuple[int, int]]:
+    """One task per chunk, named after it; future -> (chunk, rows to do in it)."""
+    identity_json = arr.identity.model_dump(mode="json")  # type: ignore[union-attr]
+    futures = {}
+    for chunk, refs in work:
+        fut = client.submit(
+            worker_embed_chunk,
+            arr.store.location,
+            arr.key,
+            chunk,
+            encoder.name,
+            options_json,
+            {r: ref.model_dump_json() for r, ref in refs.items()},
+            run.batch_size,
+            run.threads or 1,
+            run.decode_timeout,
+            run.root,
+            identity_json,
+            key=f"ee-embed-{arr.key}-{chunk}",
+            pure=False,
+        )
+        futures[fut] = (chunk, len(refs))
+    return futures
 
+
+def _collect(futures: dict[Any, tuple[int, int]], report: EmbedReport, run: ChunkRun) -> list[int]:
+    """Fold results into ``report`` as tasks finish; the chunks whose workers Dask gave up on."""
     from distributed import as_completed
     from distributed.client import FutureCancelledError
 
@@ -146,9 +169,37 @@ def run_on_cluster(
     except ImportError:  # older releases
         from distributed.scheduler import KilledWorker
 
-    from .embed import ChunkResult, claim_identity
-    from .encoder import EncoderIdentity
+    killed: list[int] = []
+    for fut in as_completed(list(futures)):
+        chunk, n = futures[fut]
+        try:
+            c, done, failed = fut.result()
+        except KilledWorker:
+            killed.append(chunk)  # the other chunks go on; these rows stay pending
+            continue
+        except FutureCancelledError:
+            continue
+        if account(report, ChunkResult(c, done, failed), n, run):
+            for other in futures:
+                other.cancel()
+            break
+    return killed
 
+
+def run_on_cluster(
+    arr: EmbeddingArray,
+    encoder: Encoder,
+    work: Work,
+    report: EmbedReport,
+    run: ChunkRun,
+    *,
+    workers: int | None,
+    scheduler: str | None,
+) -> None:
+    """Submit one task per pending chunk; fold results into ``report`` as they complete.
+
+    Dask workers pin one torch thread unless ``run.threads`` says otherwise (as Dask's nanny does for
+    BLAS): the bytes then equal those of an in-process run with ``--threads 1``."""
     options_json = json.dumps(encoder.options.model_dump(mode="json"), sort_keys=True)
     client, cluster = _client(workers, scheduler)
     try:
@@ -156,45 +207,7 @@ def run_on_cluster(
             client.submit(worker_identity, encoder.name, options_json, pure=False).result()
         )
         report.warnings += claim_identity(arr, ident)
-        identity_json = arr.identity.model_dump(mode="json")  # type: ignore[union-attr]
-        location = arr.store.location
-        futures = {}
-        for chunk, refs in work:
-            fut = client.submit(
-                worker_embed_chunk,
-                location,
-                arr.key,
-                chunk,
-                encoder.name,
-                options_json,
-                {r: ref.model_dump_json() for r, ref in refs.items()},
-                batch_size,
-                threads,
-                decode_timeout,
-                root,
-                identity_json,
-                key=f"ee-embed-{arr.key}-{chunk}",
-                pure=False,
-            )
-            futures[fut] = (chunk, len(refs))
-        killed: list[int] = []
-        for fut in as_completed(list(futures)):
-            chunk, n = futures[fut]
-            try:
-                c, done, failed = fut.result()
-            except KilledWorker:
-                killed.append(chunk)  # the other chunks go on; these rows stay pending
-                continue
-            except FutureCancelledError:
-                continue
-            report.add(ChunkResult(c, done, failed))
-            if on_progress is not None:
-                on_progress(n)
-            if strict and failed:
-                report.stopped_early = True
-                for other in futures:
-                    other.cancel()
-                break
+        killed = _collect(_submit(client, arr, encoder, work, run, options_json), report, run)
         if killed:
             spans = ", ".join(f"{lo}-{hi - 1}" for lo, hi in (arr.chunk_bounds(k) for k in sorted(killed)))
             raise ClusterError(

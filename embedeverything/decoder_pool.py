@@ -111,6 +111,19 @@ class _Worker:
         self.conn.close()
 
 
+class _Run:
+    """The state of one ``DecoderPool._run``: what is left to send, who is busy, what came back."""
+
+    def __init__(self, requests: Sequence[tuple[str, Any]]):
+        self.requests = requests
+        self.results: list[Any] = [None] * len(requests)
+        self.queue = list(reversed(range(len(requests))))  # popped from the end: first request first
+        self.busy: dict[Connection, _Worker] = {}
+        # consecutive deaths without a result in between: a pool that cannot work stops, saying why
+        self.idle_deaths = 0
+        self.startup_deaths = 0
+
+
 class DecoderPool:
     """Decode refs in ``workers`` processes; ``decode_all`` keeps order and never raises for a file."""
 
@@ -149,76 +162,84 @@ class DecoderPool:
         return self._run([("probe", (str(path), kind)) for path, kind in files])
 
     def _run(self, requests: Sequence[tuple[str, Any]]) -> list[Any]:
-        results: list[Any] = [None] * len(requests)
+        """Each request answered by some worker, in any order; results in the requests' order."""
+        run = _Run(requests)
         if not requests:
-            return results
+            return run.results
         self._ensure_workers()
-        queue = list(reversed(range(len(requests))))
-        busy: dict[Connection, _Worker] = {}
-        idle_deaths = startup_deaths = 0
-        while queue or busy:
-            for w in list(self._workers):
-                if w.task is None and queue:
-                    if not w.proc.is_alive():  # died while idle (OOM killer, a signal): not this file's fault
-                        idle_deaths += 1
-                        if idle_deaths > 3 * self.n:
-                            raise RuntimeError(
-                                f"decoder processes die before any work (exit code {w.proc.exitcode})"
-                            )
-                        self._replace(w, busy)
-                        continue
-                    i = queue.pop()
-                    op, arg = requests[i]
-                    try:
-                        w.conn.send((i, op, arg, self.root))
-                    except (BrokenPipeError, OSError):
-                        queue.append(i)
-                        self._replace(w, busy)
-                        continue
-                    w.task = i
-                    w.deadline = time.monotonic() + (self.timeout if w.ready else STARTUP_LIMIT)
-                    busy[w.conn] = w
-            if not busy:
+        while run.queue or run.busy:
+            self._dispatch(run)
+            if not run.busy:
                 continue
-            now = time.monotonic()
-            ready = wait(list(busy), timeout=max(0.0, min(w.deadline for w in busy.values()) - now))
+            deadline = min(w.deadline for w in run.busy.values())
+            ready = wait(list(run.busy), timeout=max(0.0, deadline - time.monotonic()))
             for conn in ready:
-                w = busy[conn]
-                try:
-                    msg = conn.recv()
-                except (EOFError, OSError):
-                    w.proc.join(timeout=5)
-                    code = w.proc.exitcode
-                    if not w.ready and code == 1:  # a Python error before READY: start-up failed
-                        startup_deaths += 1
-                        if startup_deaths > 2 * self.n:
-                            raise RuntimeError(
-                                "decoder processes fail at start-up (exit code 1, see the traceback above); "
-                                "a script that uses them must guard its entry with "
-                                "`if __name__ == '__main__':`"
-                            ) from None
-                    results[w.task] = BadItem(f"decoder crashed ({_exit_reason(code)})")  # type: ignore[index]
-                    self.crashes += 1
-                    self._replace(w, busy)
-                    continue
-                if msg == READY:
-                    w.ready = True
-                    w.deadline = time.monotonic() + self.timeout
-                    continue
-                idx, ok, payload = msg
-                results[idx] = payload if ok else BadItem(payload)
-                idle_deaths = startup_deaths = 0
-                w.task = None
-                del busy[conn]
-            now = time.monotonic()
-            for conn, w in list(busy.items()):
-                if w.task is not None and now >= w.deadline and conn not in ready:
-                    if not w.ready:
-                        raise RuntimeError(f"a decoder process did not start within {STARTUP_LIMIT:g}s")
-                    results[w.task] = BadItem(f"timed out: decoding took longer than {self.timeout:g}s")
-                    self.timeouts += 1
-                    self._replace(w, busy)
-        return results
+                self._receive(run, conn)
+            self._expire(run, ready)
+        return run.results
+
+    def _dispatch(self, run: _Run) -> None:
+        """Hand the next request to every idle worker; replace workers found dead while idle."""
+        for w in list(self._workers):
+            if w.task is not None or not run.queue:
+                continue
+            if not w.proc.is_alive():  # died while idle (OOM killer, a signal): not this file's fault
+                run.idle_deaths += 1
+                if run.idle_deaths > 3 * self.n:
+                    raise RuntimeError(f"decoder processes die before any work (exit code {w.proc.exitcode})")
+                self._replace(w, run.busy)
+                continue
+            i = run.queue.pop()
+            op, arg = run.requests[i]
+            try:
+                w.conn.send((i, op, arg, self.root))
+            except (BrokenPipeError, OSError):
+                run.queue.append(i)
+                self._replace(w, run.busy)
+                continue
+            w.task = i
+            w.deadline = time.monotonic() + (self.timeout if w.ready else STARTUP_LIMIT)
+            run.busy[w.conn] = w
+
+    def _receive(self, run: _Run, conn: Connection) -> None:
+        """One message from a worker: READY, a result, or its death (which costs its file)."""
+        w = run.busy[conn]
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            w.proc.join(timeout=5)
+            code = w.proc.exitcode
+            if not w.ready and code == 1:  # a Python error before READY: start-up failed
+                run.startup_deaths += 1
+                if run.startup_deaths > 2 * self.n:
+                    raise RuntimeError(
+                        "decoder processes fail at start-up (exit code 1, see the traceback above); "
+                        "a script that uses them must guard its entry with `if __name__ == '__main__':`"
+                    ) from None
+            run.results[w.task] = BadItem(f"decoder crashed ({_exit_reason(code)})")  # type: ignore[index]
+            self.crashes += 1
+            self._replace(w, run.busy)
+            return
+        if msg == READY:
+            w.ready = True
+            w.deadline = time.monotonic() + self.timeout
+            return
+        idx, ok, payload = msg
+        run.results[idx] = payload if ok else BadItem(payload)
+        run.idle_deaths = run.startup_deaths = 0
+        w.task = None
+        del run.busy[conn]
+
+    def _expire(self, run: _Run, ready: list[Any]) -> None:
+        """Kill the workers past their file's time limit; the file is recorded as timed out."""
+        now = time.monotonic()
+        for conn, w in list(run.busy.items()):
+            if w.task is not None and now >= w.deadline and conn not in ready:
+                if not w.ready:
+                    raise RuntimeError(f"a decoder process did not start within {STARTUP_LIMIT:g}s")
+                run.results[w.task] = BadItem(f"timed out: decoding took longer than {self.timeout:g}s")
+                self.timeouts += 1
+                self._replace(w, run.busy)
 
     def _replace(self, w: _Worker, busy: dict[Connection, _Worker]) -> None:
         busy.pop(w.conn, None)

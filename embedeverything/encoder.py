@@ -2,9 +2,9 @@
 
 A plugin subclasses :class:`Encoder`, sets ``name``, ``modality`` and ``dim`` (a class attribute, or a
 property of the options: it must be known without loading weights), and implements ``load`` and
-``embed_batch``. The framework owns ``embed``: it loads lazily, freezes, batches, checks every output and
-names the plugin when something is wrong. Constructing an encoder must stay cheap: ``ee encoders``
-builds one of each to describe them.
+``embed_batch``. The framework owns ``embed`` and ``embed_checked``: they load lazily, freeze, check every
+output and name the plugin when something is wrong. Constructing an encoder must stay cheap:
+``ee encoders`` builds one of each to describe them.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import BadItem, EEError, PluginError, UserError, field_errors
 from .items import MODALITIES
+
+if TYPE_CHECKING:
+    from .weights import WeightFile
 
 
 class NoOptions(BaseModel):
@@ -140,6 +143,14 @@ class Encoder:
         """Where the weights come from, said without loading them (shown by ``ee encoders``)."""
         return "none needed"
 
+    def weight_files(self) -> list[WeightFile]:
+        """The pretrained files ``load`` reads, each with the reference hash that ships with the plugin.
+
+        Declaring them lets ``ee weights fetch`` fill the cache on an online machine and ``ee weights
+        verify`` check a copy on an offline one. The default, none, means the plugin manages its weights
+        itself (a package on PyPI, no weights at all)."""
+        return []
+
     def load(self) -> Weights:
         """Read the weights (lazily: never at import or construction) and say which ones."""
         raise NotImplementedError
@@ -211,11 +222,17 @@ class Encoder:
             self.check_item(item)
         for start in range(0, len(items), bs):
             batch = items[start : start + bs]
-            out[start : start + len(batch)] = self._embed_checked(batch)
+            out[start : start + len(batch)] = self.embed_checked(batch)
         return out
 
-    def _embed_checked(self, batch: Sequence[Any]) -> np.ndarray:
-        """One call of the plugin's ``embed_batch``, frozen, with its output checked."""
+    def embed_checked(self, batch: Sequence[Any]) -> np.ndarray:
+        """Exactly one call of the plugin's ``embed_batch`` on ``batch``: float32 ``[len(batch), dim]``.
+
+        For runners that choose the batches themselves (``ee embed`` starts them at store chunks, so that
+        a resumed run computes the same batches): loads the weights if needed, runs frozen (under
+        ``torch.inference_mode()``) and checks the output as :meth:`embed` does, but neither splits the
+        batch nor calls ``check_item``; filter the items with :func:`check_item_or_reason` first."""
+        self.ensure_loaded()
         torch = sys.modules.get("torch")
         if torch is not None:
             with torch.inference_mode():
@@ -270,6 +287,8 @@ def validate_encoder_class(cls: Any) -> str | None:
 
 
 def check_item_or_reason(encoder: Encoder, item: Any) -> str | None:
+    """Why ``encoder`` rejects ``item`` (its :class:`BadItem` reason), or None: a rejected item is a row
+    recorded as failed, not an error that stops the run."""
     try:
         encoder.check_item(item)
     except BadItem as e:

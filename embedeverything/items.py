@@ -10,11 +10,9 @@ Decoders produce exactly these; encoders convert from here (resize, resample, to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
 
 import numpy as np
 
-Modality = Literal["image", "audio", "text", "video"]
 MODALITIES: tuple[str, ...] = ("image", "audio", "text", "video")
 
 
@@ -40,18 +38,3 @@ class Audio:
     @property
     def channels(self) -> int:
         return int(self.samples.shape[0])
-
-
-def check_item(modality: str, item: Any) -> None:
-    """Raise ``ValueError`` when ``item`` is not the decoded form of ``modality``."""
-    if modality == "image":
-        if not (
-            isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3 and item.shape[2] == 3
-        ):
-            raise ValueError("an image item must be an RGB uint8 array [H, W, 3]")
-    elif modality == "audio":
-        if not isinstance(item, Audio):
-            raise ValueError("an audio item must be embedeverything.Audio")
-    elif modality == "text":
-        if not isinstance(item, str):
-            raise ValueError("a text item must be a str")

@@ -149,10 +149,6 @@ def registry() -> Registry:
     return reg
 
 
-def encoder_names() -> list[str]:
-    return sorted(registry().encoders)
-
-
 def get_encoder(name: str, **options: Any) -> Encoder:
     """An encoder by name, with its options validated; weights are not loaded yet."""
     reg = registry()

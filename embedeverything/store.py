@@ -58,10 +58,6 @@ class EmbeddingArray:
     group: Any  # zarr.Group
 
     @property
-    def attrs(self) -> dict[str, Any]:
-        return dict(self.group.attrs)
-
-    @property
     def side(self) -> str:
         return str(self.group.attrs["side"])
 
@@ -286,6 +282,14 @@ class Store:
             known = ", ".join(self.keys()) or "none"
             raise UserError(f"store {self.location} has no array {key!r} (arrays: {known})")
         return EmbeddingArray(self, key, self.root[f"embeddings/{key}"])
+
+    def failures(self, key: str | None = None) -> Iterator[tuple[str, str, str]]:
+        """(array, row id, reason) of every failed row, of array ``key`` or of every array."""
+        ids = self.ids()
+        for arr in self.arrays() if key is None else [self.embedding(key)]:
+            errs = arr.errors()
+            for r in np.flatnonzero(arr.state() == FAILED):
+                yield arr.key, str(ids[r]), str(errs[r])
 
     def find(self, side: str | None = None, encoder: str | None = None) -> list[EmbeddingArray]:
         return [

@@ -73,10 +73,6 @@ class FileStatus:
     state: State
     sha256: str | None = None  # the digest actually found, when the file is present
 
-    @property
-    def intact(self) -> bool:
-        return self.state == "ok"
-
     def describe(self) -> str:
         f = self.file
         if self.state == "ok":

@@ -268,7 +268,7 @@ def test_no_gradient_reaches_the_towers(tiny: dict) -> None:
         assert params and not any(p.requires_grad for p in params)
         assert all(not m.training for m in enc.torch_modules())
         with torch.enable_grad():
-            out = enc._embed_checked(images(2) if enc.modality == "image" else ["a", "b"])
+            out = enc.embed_checked(images(2) if enc.modality == "image" else ["a", "b"])
         assert isinstance(out, np.ndarray)
         assert all(p.grad is None for p in params)
 

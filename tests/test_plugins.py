@@ -191,3 +191,75 @@ def test_frozen_encoder_modules_and_no_grad():
     assert not enc.net.training
     assert all(not p.requires_grad for p in enc.net.parameters())
     assert enc.identity().weights == "random-init" and enc.identity().seed == 0
+
+
+# ---- the bundled plugins and the examples use the public API only ---------------------------------
+
+
+def public_api_violations(source: str, where: str) -> list[str]:
+    """Each use of embedeverything beyond its top-level exports (``embedeverything.__all__``): a
+    submodule (``embedeverything.weights``), a private name, or a name the package does not export."""
+    import ast
+
+    public = set(ee.__all__)
+    tree = ast.parse(source)
+    aliases: set[str] = set()
+    bad: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == "embedeverything":
+                    aliases.add(a.asname or a.name)
+                elif a.name.startswith("embedeverything."):
+                    bad.append(f"{where}:{node.lineno}: import {a.name}")
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.startswith("embedeverything."):
+                bad.append(f"{where}:{node.lineno}: from {node.module} import ...")
+            elif node.module == "embedeverything":
+                bad += [
+                    f"{where}:{node.lineno}: from embedeverything import {a.name}"
+                    for a in node.names
+                    if a.name not in public
+                ]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            if node.attr not in public:
+                bad.append(f"{where}:{node.lineno}: {node.value.id}.{node.attr}")
+    return bad
+
+
+def plugin_sources() -> list:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    folders = [root / "plugins", root / "tests" / "ee-testenc"]
+    folders += [d for d in (root / "examples").iterdir() if d.is_dir()]
+    files = sorted(p for folder in folders for p in folder.rglob("*.py"))
+    assert any("embedeverything_clip" in str(p) for p in files) and any("ee_minilm" in str(p) for p in files)
+    return files
+
+
+def test_plugins_and_examples_import_only_the_public_api():
+    bad = [v for p in plugin_sources() for v in public_api_violations(p.read_text(), p.name)]
+    assert not bad, "plugins must use only embedeverything's top-level exports:\n" + "\n".join(bad)
+
+
+def test_the_public_api_check_catches_private_imports():
+    code = textwrap.dedent(
+        """
+        import embedeverything as ee
+        import embedeverything.weights
+        from embedeverything import Encoder, _lazy, file_digest
+        from embedeverything.encoder import Encoder as E
+        ee.Encoder, ee._EXPORTS, ee.weights
+        """
+    )
+    found = public_api_violations(code, "x.py")
+    assert [v.split(": ", 1)[1] for v in found] == [
+        "import embedeverything.weights",
+        "from embedeverything import _lazy",
+        "from embedeverything import file_digest",
+        "from embedeverything.encoder import ...",
+        "ee._EXPORTS",
+        "ee.weights",
+    ]

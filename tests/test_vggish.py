@@ -202,7 +202,7 @@ def test_no_gradient_reaches_the_model(saved: dict) -> None:
     params = list(enc.torch_modules()[0].parameters())
     assert params and not any(p.requires_grad for p in params)
     with torch.enable_grad():
-        out = enc._embed_checked([noise(1.2, 16000)])
+        out = enc.embed_checked([noise(1.2, 16000)])
     assert isinstance(out, np.ndarray) and all(p.grad is None for p in params)
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..errors import UserError
 from . import app
+
+if TYPE_CHECKING:
+    from ..chunks import EmbedReport
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -121,6 +124,12 @@ def embed_cmd(
     finally:
         if progress.live.is_started:  # stopping a display never started prints a blank line
             progress.stop()
+    print_report(report, location)
+    return report.exit_code
+
+
+def print_report(report: EmbedReport, location: str) -> None:
+    """What one ``ee embed`` did: warnings and the way to the failures on stderr, counts on stdout."""
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if report.chunks_run == 0:
@@ -138,4 +147,3 @@ def embed_cmd(
             "--retry-failed tries them again",
             file=sys.stderr,
         )
-    return report.exit_code

@@ -66,9 +66,8 @@ def failures_cmd(
     array: Annotated[str | None, typer.Option(help="Only this array (see `ee store info`).")] = None,
 ) -> None:
     """Every failed row with its reason: array, id, reason (tab-separated)."""
-    from ..embed import failures
     from ..store import Store
 
     s = Store.open(store, read_only=True)
-    for key, row_id, reason in failures(s, array):
+    for key, row_id, reason in s.failures(array):
         print(f"{key}\t{row_id}\t{reason}")

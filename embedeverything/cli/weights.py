@@ -1,8 +1,8 @@
 """`ee weights list | fetch | verify [ENCODER]`: pretrained files in the cache, for offline machines.
 
 Fetch on a machine with internet, copy the cache folder to the offline one, verify there. Works for any
-encoder whose plugin describes its files (a ``weight_files()`` method returning
-:class:`embedeverything.weights.WeightFile`); others are said to manage their weights themselves.
+encoder whose plugin describes its files (it overrides ``Encoder.weight_files()``, returning
+:class:`embedeverything.WeightFile`); others are said to manage their weights themselves.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ OptOption = Annotated[
 
 def _files(encoder: str | None, opt: list[str] | None) -> list[tuple[str, list[Any] | None]]:
     """(encoder name, its weight files, or None when its plugin does not describe them)."""
+    from ..encoder import Encoder
     from ..errors import UserError
     from ..plugins import get_encoder, registry
     from .embed import parse_options
@@ -41,8 +42,8 @@ def _files(encoder: str | None, opt: list[str] | None) -> list[tuple[str, list[A
     out = []
     for name in names:
         enc = get_encoder(name, **options)
-        describe = getattr(enc, "weight_files", None)
-        out.append((name, list(describe()) if callable(describe) else None))
+        declared = type(enc).weight_files is not Encoder.weight_files
+        out.append((name, list(enc.weight_files()) if declared else None))
     return out
 
 

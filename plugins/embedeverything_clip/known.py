@@ -4,8 +4,8 @@
 ``dim`` for free; a test checks every entry against open_clip's own model config JSON.
 ``TAGS``: for the pretrained tags we support, where ``ee weights fetch`` gets the file and the reference
 hash that ``ee weights verify`` compares with. open_clip's release files carry the first 8 hex digits of
-their SHA-256 in the name (like torch.hub's); for files served only by the Hugging Face hub no reference
-could be established on the (offline) build machine, so those report "unverified" instead of "ok".
+their SHA-256 in the name (like torch.hub's), and that is their reference; no reference ships for files
+served only by the Hugging Face hub, so those report "unverified" instead of "ok".
 Other tags of open_clip's registry still load (through open_clip, online, or from a local checkpoint).
 """
 

@@ -3,7 +3,8 @@
 Any rate and channel count in -> 16 kHz mono -> log-mel examples of 0.96 s -> 128-d per example
 (PCA-whitened and quantised to 0..255 by default, as upstream releases them; raw with
 ``postprocess=false``) -> pooled over the clip (mean, or max). Registered through the ``embedeverything``
-entry point like any third-party plugin. No torch import until ``load``.
+entry point like any third-party plugin, using only the public API (``import embedeverything as ee``).
+No torch import until ``load``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
 
 import embedeverything as ee
-from embedeverything.weights import WeightFile, check_local_file, reachable, torch_hub_dir
 
 from .features import MIN_SAMPLES, MIN_SECONDS, Resampler, log_mel_examples, samples_at_16k, to_mono_16k
 
@@ -26,8 +26,8 @@ __version__ = ee.__version__
 ENV_WEIGHTS = "EE_VGGISH_WEIGHTS"
 ENV_PCA = "EE_VGGISH_PCA"
 _RELEASE = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/"
-# torchvggish's release files carry the first 8 hex digits of their SHA-256 in their names, which is what
-# torch.hub checks; the full digests could not be established on the offline build machine.
+# torchvggish's release files carry the first 8 hex digits of their SHA-256 in their names: the reference
+# that ships here, and what torch.hub checks when it downloads them.
 WEIGHTS_NAME, WEIGHTS_PREFIX = "vggish-10086976.pth", "10086976"
 PCA_NAME, PCA_PREFIX = "vggish_pca_params-970ea276.pth", "970ea276"
 #: examples per model call: bounds memory for long clips
@@ -73,14 +73,14 @@ class Vggish(ee.Encoder):
     # ---- weights ----------------------------------------------------------------------------------
     def _cache(self) -> Path:
         o = self.options
-        return Path(o.cache_dir).expanduser() if o.cache_dir else torch_hub_dir() / "checkpoints"
+        return Path(o.cache_dir).expanduser() if o.cache_dir else ee.torch_hub_dir() / "checkpoints"
 
-    def weight_files(self) -> list[WeightFile]:
+    def weight_files(self) -> list[ee.WeightFile]:
         """The release files ``ee weights fetch`` gets, with the hash prefix their names carry."""
         if self.options.random_init:
             return []
         files = [
-            WeightFile(
+            ee.WeightFile(
                 WEIGHTS_NAME,
                 _RELEASE + WEIGHTS_NAME,
                 self._cache() / WEIGHTS_NAME,
@@ -90,7 +90,7 @@ class Vggish(ee.Encoder):
         ]
         if self.options.postprocess:
             files.append(
-                WeightFile(
+                ee.WeightFile(
                     PCA_NAME,
                     _RELEASE + PCA_NAME,
                     self._cache() / PCA_NAME,
@@ -120,14 +120,14 @@ class Vggish(ee.Encoder):
             f"{ENV_PCA}=FILE (or --opt weights=, pca_params=), or `ee weights fetch vggish`"
         )
 
-    def _resolve(self, wf: WeightFile, which: str) -> tuple[str, str]:
+    def _resolve(self, wf: ee.WeightFile, which: str) -> tuple[str, str]:
         """(path, hex sha256) of one file: a local path, else the cache, else a download when online."""
         local, (opt, env) = self._local(which)
         if local:
             if not os.path.isfile(local):
                 raise ee.UserError(f"VGGish {which} file {local!r} (from {opt} or {env}) is not a file")
-            return local, check_local_file(local, None, f"VGGish {which} file")
-        if not wf.path.is_file() and reachable(wf.url):
+            return local, ee.check_local_file(local, None, f"VGGish {which} file")
+        if not wf.path.is_file() and ee.reachable(wf.url):
             import torch
 
             wf.path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,10 +136,10 @@ class Vggish(ee.Encoder):
             except Exception as e:
                 raise ee.UserError(self._no_file(wf, opt, env, f"download failed: {e}")) from None
         if wf.path.is_file():
-            return str(wf.path), check_local_file(wf.path, wf, f"VGGish {which} file")
+            return str(wf.path), ee.check_local_file(wf.path, wf, f"VGGish {which} file")
         raise ee.UserError(self._no_file(wf, opt, env, "github.com is unreachable"))
 
-    def _no_file(self, wf: WeightFile, opt: str, env: str, why: str) -> str:
+    def _no_file(self, wf: ee.WeightFile, opt: str, env: str, why: str) -> str:
         return (
             f"no {wf.name} for encoder 'vggish': not at {wf.path} and {why}. Give a local copy with "
             f"{opt}=FILE or {env}=FILE; or run `ee weights fetch vggish` on a machine with internet and copy "

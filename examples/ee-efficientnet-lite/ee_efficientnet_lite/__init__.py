@@ -112,7 +112,7 @@ class EfficientNetLite0(ee.Encoder):
         head = torch.nn.Linear(model.num_features, 1000)
         head.load_state_dict(model.get_classifier().state_dict())
         model.reset_classifier(0)
-        self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._device = ee.choose_device()  # CUDA when torch sees a device, else the CPU
         self._model = model.to(self._device)
         self._head = head.to(self._device)
         return ee.Weights(model_id=MODEL_ID, weights=ee.sha256_file(path))

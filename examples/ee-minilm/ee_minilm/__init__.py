@@ -77,7 +77,7 @@ class MiniLM(ee.Encoder):
         import torch
         from transformers.utils import logging as transformers_logging
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = str(ee.choose_device())  # CUDA when torch sees a device, else the CPU
         # transformers draws its own "Loading weights" bar; `ee embed` has one already. Restored after.
         bar = transformers_logging.is_progress_bar_enabled()
         transformers_logging.disable_progress_bar()
