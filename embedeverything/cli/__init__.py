@@ -11,34 +11,18 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
-
 from ..errors import EEError
 
-app = typer.Typer(
-    name="ee",
-    help="embedeverything: co-embed any two modalities with frozen encoders and small contrastive heads.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-store_app = typer.Typer(help="Inspect an embedding store.", no_args_is_help=True)
-app.add_typer(store_app, name="store")
-
-# Each module adds its commands to ``app`` (or ``store_app``) when imported.
-from . import embed as _embed  # noqa: E402,F401
-from . import encoders as _encoders  # noqa: E402,F401
-from . import evaluate as _evaluate  # noqa: E402,F401
-from . import ingest as _ingest  # noqa: E402,F401
-from . import pair as _pair  # noqa: E402,F401
-from . import store as _store  # noqa: E402,F401
-from . import train as _train  # noqa: E402,F401
-from . import weights as _weights  # noqa: E402,F401
-
-
-def fail(message: str, code: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(code)
+# Each module adds its commands to ``app`` (or ``store_app``, both in .app) when imported.
+from . import embed as _embed  # noqa: F401
+from . import encoders as _encoders  # noqa: F401
+from . import evaluate as _evaluate  # noqa: F401
+from . import ingest as _ingest  # noqa: F401
+from . import pair as _pair  # noqa: F401
+from . import store as _store  # noqa: F401
+from . import train as _train  # noqa: F401
+from . import weights as _weights  # noqa: F401
+from .app import app
 
 
 def _click_modules() -> list[object]:

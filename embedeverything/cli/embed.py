@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import UserError
-from . import app
+from .app import app
 
 if TYPE_CHECKING:
     from ..chunks import EmbedReport

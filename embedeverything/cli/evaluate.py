@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import app
+from .app import app
 
 
 def _console() -> Any:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import app
+from .app import app
 from .embed import embed_callbacks, parse_options, stage_display
 
 Opt = Annotated[list[str] | None, typer.Option(help="Option key=value (repeat).")]

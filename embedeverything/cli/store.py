@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import store_app
+from .app import store_app
 
 
 @store_app.command("info")

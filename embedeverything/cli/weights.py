@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import app
+from .app import app
 
 weights_app = typer.Typer(
     help="List, fetch and verify encoders' pretrained weight files.", no_args_is_help=True

@@ -1,0 +1,19 @@
+"""The typer apps every command module adds its commands to.
+
+Apart from ``cli/__init__`` (which imports the command modules and runs them), so that a command module
+never imports the package that imports it.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="ee",
+    help="embedeverything: co-embed any two modalities with frozen encoders and small contrastive heads.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+store_app = typer.Typer(help="Inspect an embedding store.", no_args_is_help=True)
+app.add_typer(store_app, name="store")
