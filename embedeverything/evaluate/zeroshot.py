@@ -28,8 +28,7 @@ import torch.nn.functional as F
 from ..adapter import Adapter, load_adapter
 from ..encoder import Encoder
 from ..errors import UserError
-from ..inference import side_encoder
-from .inputs import decode_files, embed_items, side_for_modality
+from ..inference import decode_files, embed_items, file_kind, side_encoder, side_for_modality
 
 TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "the sound of a {}.", "{}")
 
@@ -184,8 +183,6 @@ def zeroshot_files(
     k: int = 5,
 ) -> ZeroShot:
     """Label each file with the nearest of ``labels``; the file's type picks the adapter side."""
-    from .inputs import file_kind
-
     if not files:
         raise UserError("give at least one FILE to label (or --manifest / --store)")
     adapter = load_adapter(adapter_path)
