@@ -105,6 +105,8 @@ def matching_array(store: Store, side: str, sc: SideConfig) -> EmbeddingArray:
 
 
 def open_eval_data(adapter_path: str | os.PathLike[str], store_location: str | None = None) -> EvalData:
+    """The adapter, its store (``store_location``, else the one it records) and both matching arrays,
+    checked up front: a store that does not fit is one clear error before any number is computed."""
     path = Path(adapter_path)
     adapter = load_adapter(path)
     location = resolve_store_location(path, adapter, store_location)
