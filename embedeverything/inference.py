@@ -5,6 +5,11 @@ loads its weights and compares identities field by field: a different model, wei
 dim would put inputs somewhere the heads never saw, so it is refused, naming the fields; a different
 plugin version alone is a warning (or every upgrade would orphan old adapters).
 
+The rules for turning what a user gives into an encoder's items live here once, for the public pipeline
+and for ``ee query`` / ``ee zeroshot`` alike: a file's kind comes from its extension and must be the
+side's modality, except that a video gives its middle frame to an image side and its audio to an audio
+side; a string is text for a text side and a path otherwise.
+
 The module is not called ``pipeline``: importing a submodule sets the package attribute of its name, which
 would replace the public function ``embedeverything.pipeline`` with this module.
 """
@@ -20,13 +25,14 @@ from typing import Any
 import numpy as np
 
 from .adapter import Adapter, load_adapter
-from .decode import decode
+from .decode import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS, VIDEO_EXTENSIONS, decode
 from .encoder import Encoder, EncoderIdentity, require_same_identity
 from .errors import BadItem, UserError
 from .items import Audio
 from .manifest import MediaRef
 
-_KIND = {"image": "image", "audio": "audio", "text": "text"}
+#: modalities a file can be read as; any other takes decoded items only
+FILE_MODALITIES = ("image", "audio", "text")
 
 
 def side_encoder(adapter: Adapter, side: str) -> Encoder:
@@ -47,6 +53,104 @@ def side_encoder(adapter: Adapter, side: str) -> Encoder:
     return enc
 
 
+def side_for_modality(adapter: Adapter, modality: str, side: str | None = None) -> str:
+    """The adapter side that takes ``modality`` (``side`` when given, checked)."""
+    cfg = adapter.config
+    if side is not None:
+        if side not in ("a", "b"):
+            raise UserError(f"side must be a or b, not {side!r}")
+        have = getattr(cfg, side).identity.modality
+        if have != modality:
+            raise UserError(f"side {side} ({getattr(cfg, side).identity.name}) takes {have}, not {modality}")
+        return side
+    sides = [s for s in ("a", "b") if getattr(cfg, s).identity.modality == modality]
+    if not sides:
+        raise UserError(
+            f"the adapter takes {cfg.a.identity.modality} (a, {cfg.a.identity.name}) and "
+            f"{cfg.b.identity.modality} (b, {cfg.b.identity.name}), not {modality}"
+        )
+    return sides[0]
+
+
+def file_kind(path: Path) -> str:
+    """image, audio, video or text, by extension; a UserError for anything else."""
+    ext = path.suffix.lower()
+    for kind, exts in (
+        ("image", IMAGE_EXTENSIONS),
+        ("audio", AUDIO_EXTENSIONS),
+        ("video", VIDEO_EXTENSIONS),
+        ("text", TEXT_EXTENSIONS),
+    ):
+        if ext in exts:
+            return kind
+    raise UserError(
+        f"{path}: unknown file type {ext or '(no extension)'!r}; expected an image, audio, video or .txt file"
+    )
+
+
+def ref_for(path: Path, modality: str) -> MediaRef:
+    """A MediaRef reading ``path`` as ``modality`` (a video is cut to fit)."""
+    kind = file_kind(path)
+    if kind == "video":
+        if modality == "audio":
+            return MediaRef(kind="video_audio", path=str(path))
+        if modality == "image":
+            from .decode import media_duration
+
+            try:
+                duration = media_duration(path)[0] or 0.0
+            except BadItem as e:
+                raise UserError(f"{path}: {e.reason}") from None
+            return MediaRef(kind="video_frame", path=str(path), t=duration / 2)
+    elif kind == modality:
+        return MediaRef(kind=kind, path=str(path))  # type: ignore[arg-type]
+    raise UserError(f"{path} is {kind}, but this needs {modality}")
+
+
+def input_ref(x: Any, modality: str, who: str) -> MediaRef | None:
+    """Where input ``x`` for an encoder of ``modality`` is read from; None when it is decoded already.
+
+    ``who`` names the side in messages (``side b (clip)``).
+    """
+    if isinstance(x, MediaRef):
+        return x
+    if isinstance(x, np.ndarray | Audio):
+        return None
+    if modality == "text" and isinstance(x, str):
+        return MediaRef(kind="text", text=x)
+    if isinstance(x, str | os.PathLike):
+        if modality not in FILE_MODALITIES:
+            raise UserError(f"{who} takes {modality}; pass decoded items instead of paths")
+        return ref_for(Path(x), modality)
+    raise UserError(f"{who}: cannot embed a {type(x).__name__}; pass a path or text")
+
+
+def decode_files(paths: Sequence[str | os.PathLike[str]], modality: str) -> list[Any]:
+    """Files a user named as items of ``modality``; a missing or undecodable one stops with its name."""
+    items = []
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise UserError(f"no such file: {path}")
+        ref = input_ref(path, modality, str(path))
+        try:
+            items.append(decode(ref))  # type: ignore[arg-type]
+        except BadItem as e:
+            raise UserError(f"{path}: {e.reason}") from None
+    return items
+
+
+def embed_items(
+    adapter: Adapter, side: str, encoder: Encoder, items: Sequence[Any], batch_size: int | None = None
+) -> np.ndarray:
+    """Decoded items -> the shared space through ``side``'s head, float32 ``[n, shared_dim]``."""
+    try:
+        raw = encoder.embed(list(items), batch_size=batch_size)
+    except BadItem as e:
+        raise UserError(f"side {side} ({encoder.name}): {e.reason}") from None
+    return np.asarray(getattr(adapter, side)(raw), dtype=np.float32)
+
+
 class Pipeline:
     """An adapter with its two encoders: ``embed_a(inputs)`` / ``embed_b(inputs)`` -> shared space."""
 
@@ -58,24 +162,10 @@ class Pipeline:
         enc = self.encoders[side]
         items = []
         for x in inputs:
-            if isinstance(x, MediaRef):
-                ref: MediaRef | None = x
-            elif isinstance(x, np.ndarray | Audio):
-                ref, items = None, [*items, x]
+            ref = input_ref(x, enc.modality, f"side {side} ({enc.name})")
+            if ref is None:
+                items.append(x)
                 continue
-            elif enc.modality == "text" and isinstance(x, str):
-                ref = MediaRef(kind="text", text=x)
-            elif isinstance(x, str | os.PathLike):
-                kind = _KIND.get(enc.modality)
-                if kind is None:
-                    raise UserError(
-                        f"side {side} ({enc.name}) takes {enc.modality}; pass decoded items instead of paths"
-                    )
-                ref = MediaRef(kind=kind, path=str(Path(x)))
-            else:
-                raise UserError(
-                    f"side {side} ({enc.name}): cannot embed a {type(x).__name__}; pass a path or text"
-                )
             try:
                 items.append(decode(ref))
             except BadItem as e:
@@ -85,19 +175,17 @@ class Pipeline:
     def _embed(self, side: str, inputs: Sequence[Any] | Any, batch_size: int | None) -> np.ndarray:
         if isinstance(inputs, str | os.PathLike | MediaRef):
             inputs = [inputs]
-        enc = self.encoders[side]
-        try:
-            raw = enc.embed(self._items(side, inputs), batch_size=batch_size)
-        except BadItem as e:
-            raise UserError(f"side {side} ({enc.name}): {e.reason}") from None
-        return getattr(self.adapter, side)(raw)
+        items = self._items(side, inputs)
+        return embed_items(self.adapter, side, self.encoders[side], items, batch_size)
 
     def embed_a(self, inputs: Sequence[Any] | Any, batch_size: int | None = None) -> np.ndarray:
-        """Files, texts or decoded items of side a -> float32 ``[n, shared_dim]``."""
+        """Files (as ``ee query`` takes them, videos included), texts or decoded items of side a ->
+        float32 ``[n, shared_dim]``."""
         return self._embed("a", inputs, batch_size)
 
     def embed_b(self, inputs: Sequence[Any] | Any, batch_size: int | None = None) -> np.ndarray:
-        """Files, texts or decoded items of side b -> float32 ``[n, shared_dim]``."""
+        """Files (as ``ee query`` takes them, videos included), texts or decoded items of side b ->
+        float32 ``[n, shared_dim]``."""
         return self._embed("b", inputs, batch_size)
 
 

@@ -115,9 +115,6 @@ class Manifest:
             raise UserError(f"side must be 'a' or 'b', not {side!r}")
         return getattr(self.header, side)
 
-    def by_id(self) -> dict[str, Pair]:
-        return {p.id: p for p in self.pairs}
-
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     """(line number, value) of each non-blank line; a line that is not JSON is a UserError naming it."""

@@ -3,6 +3,10 @@
 Every stage writes into one output folder and records a fingerprint of its inputs in ``pair.json``; a rerun
 skips a stage whose fingerprint still matches and whose result is there, and continues one that was cut
 short (embedding resumes chunk by chunk; training resumes from its checkpoint). ``force`` redoes all.
+
+Each stage hands the next what it made instead of having it found again: the ingested pairs (the manifest
+is read back only when ingestion is skipped), the arrays' keys, the adapter's path, and one open
+``EvalData`` from which the report, the figures, the model card and the export are all drawn.
 """
 
 from __future__ import annotations
@@ -13,10 +17,14 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
 from .files import write_text_atomic
+
+if TYPE_CHECKING:
+    from .manifest import Manifest, Pair
+    from .train import TrainConfig
 
 STATE_FILE = "pair.json"
 VIDEO_EXTS = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"}
@@ -47,6 +55,8 @@ class PairRun:
 
 @dataclass
 class PairSummary:
+    """What a run did, for the command's last lines and its exit status."""
+
     out: Path
     manifest: Path
     store: str
@@ -141,17 +151,14 @@ def _ingest(run: PairRun, kind: str, manifest: Path) -> Any:
     raise UserError(f"unknown --kind {kind!r}; expected videos, vggsound, pairs or table")
 
 
-def _label_by_folder(manifest: Path) -> None:
-    """Give every pair the name of the folder its first file sits in (``videos/dog/1.mp4`` -> ``dog``)."""
-    from .manifest import read_manifest, write_manifest
-
-    m = read_manifest(manifest)
-    pairs = []
-    for p in m.pairs:
+def _labelled_by_folder(pairs: list[Pair]) -> list[Pair]:
+    """Every pair labelled with the name of the folder its first file sits in (``videos/dog/1.mp4`` -> ``dog``)."""
+    out = []
+    for p in pairs:
         ref = p.a if p.a.path is not None else p.b
         label = Path(ref.path).parent.name if ref.path is not None else None
-        pairs.append(p.model_copy(update={"label": label or p.label}))
-    write_manifest(manifest, pairs, m.header.a, m.header.b, m.header.source)
+        out.append(p.model_copy(update={"label": label or p.label}))
+    return out
 
 
 def _check_sides(modalities: tuple[str, str], enc_a: Any, enc_b: Any) -> None:
@@ -178,15 +185,45 @@ def check_encoders(run: PairRun) -> tuple[Any, Any]:
     return enc_a, enc_b
 
 
+@dataclass
+class _Stages:
+    """One ``ee pair`` run under way: what every stage reads, and where each records that it is done."""
+
+    run: PairRun
+    summary: PairSummary
+    state: dict[str, Any]
+    log: Log
+    progress: Any
+
+    def record(self, stage: str, value: dict[str, Any]) -> None:
+        self.state[stage] = value
+        _save_state(self.run.out, self.state)
+
+
 def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummary:
     """The whole method, resumable; see the module docstring."""
-    from .embed import embed_side
-    from .manifest import read_manifest
-    from .train.config import TrainConfig, make_config
+    from .train import make_config
 
     enc_a, enc_b = check_encoders(run)
-    cfg: TrainConfig = make_config(run.preset, **run.train_options)  # a bad setting stops us before any work
+    cfg = make_config(run.preset, **run.train_options)  # a bad setting stops us before any work
     kind = run.kind or detect_kind(run.data, run.clips)
+    _prepare_out(run)
+    summary = PairSummary(out=run.out, manifest=run.out / "manifest.jsonl", store=str(run.out / "store.zarr"))
+    st = _Stages(run, summary, _load_state(run.out), log, progress)
+    if kind in ("videos", "vggsound"):  # their sides are known before any work: frame (a), audio (b)
+        _check_sides(("image", "audio"), enc_a, enc_b)
+    m = _ingest_stage(st, kind)
+    if not m.pairs:
+        raise UserError(f"no pairs could be made from {run.data}; see {run.out / 'manifest.failures.jsonl'}")
+    _check_sides((m.header.a, m.header.b), enc_a, enc_b)
+    keys = _embed_stage(st)
+    summary.adapter = _train_stage(st, cfg, keys)
+    _eval_stage(st)
+    return summary
+
+
+def _prepare_out(run: PairRun) -> None:
+    """The output folder, emptied of every stage's results when ``force`` says to redo them all."""
     out = run.out
     if run.force and out.exists():
         for name in ("manifest.jsonl", "manifest.failures.jsonl", STATE_FILE, "metrics.json", "README.md"):
@@ -194,16 +231,15 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
         for name in ("store.zarr", "train", "figures", "export"):
             shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    state = _load_state(out)
-    manifest = out / "manifest.jsonl"
-    store = str(out / "store.zarr")
-    summary = PairSummary(out=out, manifest=manifest, store=store)
 
-    if kind in ("videos", "vggsound"):  # their sides are known before any work: frame (a), audio (b)
-        _check_sides(("image", "audio"), enc_a, enc_b)
 
-    # 1. ingest
-    ingest_fp = _fp(
+def _ingest_stage(st: _Stages, kind: str) -> Manifest:
+    """The manifest: made again when the data or the options changed, else read (the one read of it here)."""
+    from .manifest import read_manifest, write_manifest
+
+    run, summary = st.run, st.summary
+    manifest = summary.manifest
+    fp = _fp(
         {
             "kind": kind,
             "data": str(run.data.resolve()),
@@ -213,56 +249,63 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
             "files": _listing(run.data, run.clips),
         }
     )
-    if state.get("ingest", {}).get("fp") == ingest_fp and manifest.exists():
+    if st.state.get("ingest", {}).get("fp") == fp and manifest.exists():
         summary.skipped.append("ingest")
-        summary.ingest_failures = int(state["ingest"].get("failures", 0))
-        log(f"ingest: up to date ({manifest})")
-    else:
-        res = _ingest(run, kind, manifest)
-        if run.labels_from_folders:
-            _label_by_folder(manifest)
-        summary.ingest_failures = len(res.failures)
-        log(f"ingest ({kind}): {len(res.pairs)} pairs from {res.inputs} inputs, {len(res.failures)} failed")
-        state["ingest"] = {"fp": ingest_fp, "failures": len(res.failures)}
-        _save_state(out, state)
-    m = read_manifest(manifest)
-    if not m.pairs:
-        raise UserError(f"no pairs could be made from {run.data}; see {out / 'manifest.failures.jsonl'}")
-    _check_sides((m.header.a, m.header.b), enc_a, enc_b)
+        summary.ingest_failures = int(st.state["ingest"].get("failures", 0))
+        st.log(f"ingest: up to date ({manifest})")
+        return read_manifest(manifest)
+    res = _ingest(run, kind, manifest)
+    if run.labels_from_folders:
+        res.pairs = _labelled_by_folder(res.pairs)
+        write_manifest(manifest, res.pairs, res.a, res.b, res.source)
+    summary.ingest_failures = len(res.failures)
+    st.log(f"ingest ({kind}): {len(res.pairs)} pairs from {res.inputs} inputs, {len(res.failures)} failed")
+    st.record("ingest", {"fp": fp, "failures": len(res.failures)})
+    return res.as_manifest()
 
-    # 2-3. embed each side (a no-op when done; resumes chunk by chunk)
+
+def _embed_stage(st: _Stages) -> dict[str, str]:
+    """Each side's array key; embedding is a no-op when done and resumes chunk by chunk when cut short."""
+    from .embed import embed_side
+
+    run, summary = st.run, st.summary
     keys = {}
     for side, name, opts in (("a", run.a, run.a_options), ("b", run.b, run.b_options)):
         rep = embed_side(
-            store,
-            str(manifest),
+            summary.store,
+            str(summary.manifest),
             side,
             name,
             opts,
             threads=run.threads,
             workers=run.workers,
             scheduler=run.scheduler,
-            **(progress(side, name) if progress else {}),
+            **(st.progress(side, name) if st.progress else {}),
         )
         keys[side] = rep.key
         summary.embed_failures[side] = rep.failed
-        log(
+        st.log(
             f"embed {side} ({name}): {rep.done} done, {rep.failed} failed"
             + ("" if rep.chunks_run else " (up to date)")
         )
+    return keys
 
-    # 4. train
+
+def _train_stage(st: _Stages, cfg: TrainConfig, keys: dict[str, str]) -> Path:
+    """The adapter: kept while the rows and settings are those it was trained on, else trained (resuming
+    from the checkpoint of a run with the same fingerprint that was cut short)."""
     from .store import Store, paired_rows
+    from .train import train
     from .train.split import rows_hash
-    from .train.trainer import ADAPTER_FILE, train
+    from .train.trainer import ADAPTER_FILE
 
-    s = Store.open(store, read_only=True)
-    ida, idb = s.embedding(keys["a"]), s.embedding(keys["b"])
-    usable = paired_rows(ida, idb)
+    run, summary = st.run, st.summary
+    s = Store.open(summary.store, read_only=True)
+    usable = paired_rows(s.embedding(keys["a"]), s.embedding(keys["b"]))
     summary.rows_used = int(usable.size)
     if usable.size < 10:
         raise UserError(f"only {usable.size} pairs have both sides embedded; at least 10 are needed to train")
-    train_fp = _fp(
+    fp = _fp(
         {
             "a": keys["a"],
             "b": keys["b"],
@@ -270,60 +313,53 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
             "rows": rows_hash(s.ids(), usable),
         }
     )
-    train_dir = out / "train"
+    train_dir = run.out / "train"
     adapter = train_dir / ADAPTER_FILE
-    if state.get("train", {}).get("fp") == train_fp and adapter.exists():
+    same = st.state.get("train", {}).get("fp") == fp
+    if same and adapter.exists():
         summary.skipped.append("train")
-        log(f"train: up to date ({adapter})")
-    else:
-        if state.get("train", {}).get("fp") != train_fp:
-            shutil.rmtree(train_dir, ignore_errors=True)  # other data or settings: start over
-            state["train"] = {"fp": train_fp}
-            _save_state(out, state)
-        result = train(
-            store,
-            keys["a"],
-            keys["b"],
-            train_dir,
-            cfg,
-            resume=True,
-            progress=progress("train", None) if progress else None,
-        )
-        adapter = result.adapter_path
-        log(
-            f"train: {result.epochs_run} epochs, best val R@1 {result.metrics.get('val_r1', float('nan')):.3f}"
-        )
-        state["train"] = {"fp": train_fp, "done": True}
-        _save_state(out, state)
-    summary.adapter = adapter
-    _evaluate(run, summary, state, log)
-    return summary
+        st.log(f"train: up to date ({adapter})")
+        return adapter
+    if not same:
+        shutil.rmtree(train_dir, ignore_errors=True)  # other data or settings: start over
+        st.record("train", {"fp": fp})
+    result = train(
+        summary.store,
+        keys["a"],
+        keys["b"],
+        train_dir,
+        cfg,
+        resume=True,
+        progress=st.progress("train", None) if st.progress else None,
+    )
+    st.log(
+        f"train: {result.epochs_run} epochs, best val R@1 {result.metrics.get('val_r1', float('nan')):.3f}"
+    )
+    st.record("train", {"fp": fp, "done": True})
+    return result.adapter_path
 
 
-def _evaluate(run: PairRun, summary: PairSummary, state: dict[str, Any], log: Log) -> None:
-    """Eval, figures, model card and export: filled in by the evaluation stage."""
-    try:
-        from . import evaluate as ev
-    except ImportError:
-        return
-    if not hasattr(ev, "evaluate"):
-        return
+def _eval_stage(st: _Stages) -> None:
+    """Eval, figures, model card and export, all from one load of the adapter and one opening of the
+    store; kept while the adapter is the one they were made from."""
+    from . import evaluate as ev
+    from .files import file_digest
+
+    run, summary = st.run, st.summary
     assert summary.adapter is not None
-    adapter_hash = hashlib.sha256(summary.adapter.read_bytes()).hexdigest()[:16]
+    adapter_hash = file_digest(summary.adapter)[:16]
     metrics_path = run.out / "metrics.json"
-    if state.get("eval", {}).get("adapter") == adapter_hash and metrics_path.exists():
+    if st.state.get("eval", {}).get("adapter") == adapter_hash and metrics_path.exists():
         summary.skipped.append("eval")
         summary.metrics = json.loads(metrics_path.read_text())
-        log("eval: up to date")
-    else:
-        report = ev.evaluate(summary.adapter, summary.store)
-        summary.metrics = json.loads(report.to_json())
-        write_text_atomic(metrics_path, json.dumps(summary.metrics, indent=2))
-        if run.figures:
-            summary.figures = ev.make_figures(
-                summary.adapter, run.out / "figures", store_location=summary.store
-            )
-        summary.card = ev.write_model_card(summary.adapter, report, summary.figures)
-        summary.export = ev.export_embeddings(summary.store, summary.adapter, run.out / "export")
-        state["eval"] = {"adapter": adapter_hash}
-        _save_state(run.out, state)
+        st.log("eval: up to date")
+        return
+    data = ev.open_eval_data(summary.adapter, summary.store)
+    report = ev.evaluate(data)
+    summary.metrics = json.loads(report.to_json())
+    write_text_atomic(metrics_path, json.dumps(summary.metrics, indent=2))
+    if run.figures:
+        summary.figures = ev.make_figures(data, run.out / "figures")
+    summary.card = ev.write_model_card(data, report, summary.figures)
+    summary.export = ev.export_embeddings(None, data, run.out / "export")
+    st.record("eval", {"adapter": adapter_hash})

@@ -195,6 +195,27 @@ def test_pipeline_embeds_raw_files_and_texts(text_image_adapter, tmp_path):
         pipe.embed_b([tmp_path / "absent.png"])
 
 
+def test_pipeline_takes_videos_as_ee_query_does(text_image_adapter, tmp_path):
+    """A video gives its middle frame to an image side (the rule of ``ee query``); a text side refuses it."""
+    from media import SEGMENT_COLOURS, write_video
+
+    from embedeverything.decode import decode_video_frame, media_duration
+
+    path, _ = text_image_adapter
+    pipe = ee.pipeline(path)
+    video = write_video(tmp_path / "v.mp4", seconds=3.0)
+    zb = pipe.embed_b([video])
+    assert zb.shape == (1, 256) and zb.dtype == np.float32
+    middle = decode_video_frame(video, media_duration(video)[0] / 2)
+    assert np.abs(middle.reshape(-1, 3).mean(0) - SEGMENT_COLOURS[1]).max() < 40  # the second of three
+    want = load_adapter(path).b(get_encoder("test-image", dim=10, seed=3).embed([middle]))
+    assert np.allclose(zb, want, atol=1e-5)
+    with pytest.raises(UserError, match="is video, but this needs text"):
+        pipe.embed_a([video])
+    with pytest.raises(UserError, match="unknown file type"):
+        pipe.embed_b([tmp_path / "x.xyz"])
+
+
 def test_pipeline_refuses_identity_mismatch_by_field(text_image_adapter, tmp_path):
     path, _ = text_image_adapter
     meta, tensors = _raw(path)

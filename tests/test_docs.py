@@ -11,8 +11,7 @@ import pytest
 from conftest import ROOT, text_manifest
 
 from embedeverything.embed import embed_side
-from embedeverything.train.config import make_config
-from embedeverything.train.trainer import train
+from embedeverything.train import make_config, train
 
 
 def test_readme_adapter_example_runs(tmp_path):

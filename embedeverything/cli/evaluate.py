@@ -55,16 +55,17 @@ def eval_cmd(
 ) -> int:
     """Retrieval on the test rows (R@1/5/10, median rank, mAP), baselines and diagnostics in one table."""
     from ..errors import UserError
-    from ..evaluate import evaluate, write_model_card
+    from ..evaluate import evaluate, open_eval_data, write_model_card
 
     if max_test_rows < 2:
         raise UserError(f"--max-test-rows must be >= 2, not {max_test_rows}")
-    report = evaluate(adapter, store, split, baselines=baselines, max_test_rows=max_test_rows)
+    data = open_eval_data(adapter, store)
+    report = evaluate(data, None, split, baselines=baselines, max_test_rows=max_test_rows)
     con = _console()
     if zeroshot:
         from ..evaluate import zeroshot_store
 
-        zs = zeroshot_store(adapter, store, part="test")
+        zs = zeroshot_store(data, part="test")
         report.zeroshot = {k: v for k, v in zs.summary().items() if k != "labels"} | {
             "n_labels": len(zs.labels)
         }
@@ -83,7 +84,7 @@ def eval_cmd(
         con.print(f"report: {json_out}")
     if card:
         figures = sorted((adapter.parent / "figures").glob("*.png"))
-        con.print(f"model card: {write_model_card(adapter, report, figures, report.zeroshot)}")
+        con.print(f"model card: {write_model_card(data, report, figures, report.zeroshot)}")
     return 0
 
 

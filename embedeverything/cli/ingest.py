@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -72,7 +73,9 @@ def _report(result: IngestResult) -> int:
     return result.exit_code
 
 
-def _run(fn, workers: int | None, timeout: float, strict: bool, **kwargs) -> int:  # type: ignore[no-untyped-def]
+def _run(
+    fn: Callable[..., IngestResult], workers: int | None, timeout: float, strict: bool, **kwargs: Any
+) -> int:
     opts, progress = _options(workers, timeout, strict)
     try:
         result = fn(opts=opts, **kwargs)

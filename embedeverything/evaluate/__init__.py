@@ -2,8 +2,10 @@
 cross-modal query, the model card and export.
 
 Library entry points (``ee pair`` calls them): :func:`evaluate` -> :class:`EvalReport`,
-:func:`make_figures`, :func:`write_model_card`, :func:`export_embeddings`, :func:`zeroshot`,
-:func:`query`. Imported lazily: umap, matplotlib and pyarrow load only when their function is used.
+:func:`make_figures`, :func:`write_model_card`, :func:`export_embeddings`, :func:`zeroshot_files` and
+its kin, :func:`query`. Each takes an adapter file, or the :class:`EvalData` that :func:`open_eval_data`
+returns, so that a caller running several of them loads the adapter and opens the store once. Imported
+lazily: umap, matplotlib and pyarrow load only when their function is used.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from .._lazy import lazy_exports
 
 _EXPORTS = {
+    "open_eval_data": ".data",
+    "EvalData": ".data",
     "evaluate": ".report",
     "EvalReport": ".report",
     "MethodResult": ".report",

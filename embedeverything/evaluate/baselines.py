@@ -49,7 +49,7 @@ class Fitted:
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
     """Small dense decompositions (d x d) on one thread: on a busy machine a multi-threaded LAPACK call
-    waits at every barrier for a descheduled thread, and 40 ms become seconds (measured: eigh 512^2)."""
+    waits at every barrier for a descheduled thread, which costs far more than the work it shares."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -275,8 +275,7 @@ def fit_all(
     """Every baseline (or those named in ``only``), fitted on train, tuned on val.
 
     Fitting runs on one thread: its matrices are small (d x d, validation rows), where threads buy
-    little and, on a busy machine, cost seconds at every barrier (CCA's grid: 0.8 s on one thread,
-    10 s on two under load).
+    little and, on a busy machine, wait at every barrier for a descheduled thread.
     """
     want = set(BASELINES if only is None else only)
     out = []

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..adapter import load_adapter
+from ..adapter import AdapterConfig, load_adapter
 from ..files import write_text_atomic
+from .data import EvalData
 from .report import EvalReport
 
 CARD_FILE = "README.md"
@@ -38,22 +39,40 @@ def _fmt(v: Any) -> str:
 
 
 def write_model_card(
-    adapter_path: str | os.PathLike[str],
+    adapter_path: str | os.PathLike[str] | EvalData,
     report: EvalReport | None = None,
     figures: Sequence[str | os.PathLike[str]] = (),
     zeroshot: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``README.md`` beside the adapter (replacing it); returns its path."""
-    path = Path(adapter_path)
-    ad = load_adapter(path)
-    c = ad.config
-    t = c.training
-    lines = [
+    """Write ``README.md`` beside the adapter (replacing it); returns its path.
+
+    ``adapter_path`` may be an open :class:`EvalData`, whose adapter is then used as loaded.
+    """
+    if isinstance(adapter_path, EvalData):
+        path, c = adapter_path.adapter_path, adapter_path.adapter.config
+    else:
+        path = Path(adapter_path)
+        c = load_adapter(path).config
+    lines = _intro(path, c) + _encoders(c) + _data_and_training(c)
+    if report is not None:
+        lines += _retrieval(report)
+    if zeroshot:
+        lines += _zeroshot(zeroshot)
+    if figures:
+        lines += _figures(figures, path.parent)
+    card = path.parent / CARD_FILE
+    write_text_atomic(card, "\n".join(lines).rstrip() + "\n")
+    return card
+
+
+def _intro(path: Path, c: AdapterConfig) -> list[str]:
+    return [
         f"# Adapter: {c.a.identity.name} + {c.b.identity.name}",
         "",
         f"`{path.name}` maps {c.a.identity.modality} ({c.a.identity.name}) and {c.b.identity.modality} "
         f"({c.b.identity.name}) embeddings into one {c.shared_dim}-d space where a pair lands close by cosine. "
-        f"Made with embedeverything {t.ee_version}: the encoders stay frozen, only the heads below were trained.",
+        f"Made with embedeverything {c.training.ee_version}: the encoders stay frozen, only the heads below "
+        "were trained.",
         "",
         "```python",
         "from embedeverything import load_adapter",
@@ -61,6 +80,11 @@ def write_model_card(
         f"z_a = ad.a(emb_a)  # [n, {c.a.identity.dim}] {c.a.identity.name} embeddings -> [n, {c.shared_dim}]",
         f"z_b = ad.b(emb_b)  # [n, {c.b.identity.dim}] {c.b.identity.name} embeddings -> [n, {c.shared_dim}]",
         "```",
+    ]
+
+
+def _encoders(c: AdapterConfig) -> list[str]:
+    lines = [
         "",
         "## Encoders",
         "",
@@ -84,8 +108,13 @@ def write_model_card(
             "",
             "**Warning: trained on embeddings of RANDOMLY initialised encoder weights; a demo only.**",
         ]
+    return lines
+
+
+def _data_and_training(c: AdapterConfig) -> list[str]:
+    t = c.training
     counts = t.split.get("counts", {})
-    lines += [
+    lines = [
         "",
         "## Data",
         "",
@@ -106,52 +135,57 @@ def write_model_card(
     ]
     if t.train_seconds is not None:
         lines.append(f"| training time | {t.train_seconds:.1f} s |")
-    if report is not None:
-        lines += [
-            "",
-            "## Retrieval on the test rows",
-            "",
-            f"{report.test_rows_used} test pairs that neither training nor model selection saw; chance R@1 "
-            f"{report.chance_r1:.4f}. Baselines are fitted on the same train rows, tuned on the same validation "
-            "rows. MedR: median rank of the true pair. With labels: class-level mAP and the share of queries "
-            "with an item of their class among the first K (class R@K).",
-            "",
-            report.markdown(),
-            "",
-            "Diagnostics of the shared space (test rows): "
-            + ", ".join(
-                f"{k.replace('_', ' ')} {report.diagnostics[k]:.3g}"
-                for k in (
-                    "modality_gap",
-                    "alignment",
-                    "uniformity_a",
-                    "uniformity_b",
-                    "hubness_a2b_skewness",
-                    "hubness_b2a_skewness",
-                )
-                if k in report.diagnostics
-            )
-            + ".",
-        ]
-        lines += [f"- note: {n}" for n in report.notes]
-    if zeroshot:
-        lines += [
-            "",
-            "## Zero-shot with text",
-            "",
-            f"Text tower: {zeroshot.get('text_tower')}; {zeroshot.get('scored', 0)} items of side {zeroshot.get('side')}, "
-            f"{zeroshot.get('n_labels', len(zeroshot.get('labels', [])))} labels: top-1 {_fmt(zeroshot.get('top1'))} "
-            f"(chance {_fmt(zeroshot.get('chance_top1'))}), top-5 {_fmt(zeroshot.get('top5'))}.",
-        ]
-    if figures:
-        lines += ["", "## Figures", ""]
-        for f in figures:
-            fp = Path(f)
-            try:
-                rel = os.path.relpath(fp, path.parent)
-            except ValueError:
-                rel = str(fp)
-            lines += [f"![{fp.stem.replace('_', ' ')}]({Path(rel).as_posix()})", ""]
-    card = path.parent / CARD_FILE
-    write_text_atomic(card, "\n".join(lines).rstrip() + "\n")
-    return card
+    return lines
+
+
+def _retrieval(report: EvalReport) -> list[str]:
+    shown = (
+        "modality_gap",
+        "alignment",
+        "uniformity_a",
+        "uniformity_b",
+        "hubness_a2b_skewness",
+        "hubness_b2a_skewness",
+    )
+    lines = [
+        "",
+        "## Retrieval on the test rows",
+        "",
+        f"{report.test_rows_used} test pairs that neither training nor model selection saw; chance R@1 "
+        f"{report.chance_r1:.4f}. Baselines are fitted on the same train rows, tuned on the same validation "
+        "rows. MedR: median rank of the true pair. With labels: class-level mAP and the share of queries "
+        "with an item of their class among the first K (class R@K).",
+        "",
+        report.markdown(),
+        "",
+        "Diagnostics of the shared space (test rows): "
+        + ", ".join(
+            f"{k.replace('_', ' ')} {report.diagnostics[k]:.3g}" for k in shown if k in report.diagnostics
+        )
+        + ".",
+    ]
+    return lines + [f"- note: {n}" for n in report.notes]
+
+
+def _zeroshot(zeroshot: dict[str, Any]) -> list[str]:
+    return [
+        "",
+        "## Zero-shot with text",
+        "",
+        f"Text tower: {zeroshot.get('text_tower')}; {zeroshot.get('scored', 0)} items of side {zeroshot.get('side')}, "
+        f"{zeroshot.get('n_labels', len(zeroshot.get('labels', [])))} labels: top-1 {_fmt(zeroshot.get('top1'))} "
+        f"(chance {_fmt(zeroshot.get('chance_top1'))}), top-5 {_fmt(zeroshot.get('top5'))}.",
+    ]
+
+
+def _figures(figures: Sequence[str | os.PathLike[str]], base: Path) -> list[str]:
+    """Image links relative to the card, so that the folder can move as a whole."""
+    lines = ["", "## Figures", ""]
+    for f in figures:
+        fp = Path(f)
+        try:
+            rel = os.path.relpath(fp, base)
+        except ValueError:
+            rel = str(fp)
+        lines += [f"![{fp.stem.replace('_', ' ')}]({Path(rel).as_posix()})", ""]
+    return lines

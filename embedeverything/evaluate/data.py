@@ -45,6 +45,9 @@ class Labels:
 
 @dataclass
 class EvalData:
+    """An adapter and its store, opened and checked once: ``ee pair`` hands the same one to the report,
+    the figures, the model card and the export instead of each loading the adapter again."""
+
     adapter: Adapter
     adapter_path: Path
     store: Store
@@ -53,8 +56,9 @@ class EvalData:
     usable: np.ndarray  # rows done on both sides
     labels: Labels | None
 
-    def side_config(self, side: str) -> SideConfig:
-        return getattr(self.adapter.config, side)
+
+#: what the evaluation functions take: an adapter file, or an :class:`EvalData` already open
+AdapterSource = str | os.PathLike[str] | EvalData
 
 
 def resolve_store_location(adapter_path: Path, adapter: Adapter, store_location: str | None) -> str:
@@ -101,6 +105,8 @@ def matching_array(store: Store, side: str, sc: SideConfig) -> EmbeddingArray:
 
 
 def open_eval_data(adapter_path: str | os.PathLike[str], store_location: str | None = None) -> EvalData:
+    """The adapter, its store (``store_location``, else the one it records) and both matching arrays,
+    checked up front: a store that does not fit is one clear error before any number is computed."""
     path = Path(adapter_path)
     adapter = load_adapter(path)
     location = resolve_store_location(path, adapter, store_location)
@@ -109,6 +115,16 @@ def open_eval_data(adapter_path: str | os.PathLike[str], store_location: str | N
     meta = store.rows()
     usable = paired_rows(arrays["a"], arrays["b"], len(meta["id"]))
     return EvalData(adapter, path, store, arrays, meta, usable, Labels.from_rows(meta["label"]))
+
+
+def eval_data(source: AdapterSource, store_location: str | None = None) -> EvalData:
+    """``source`` itself when it is open already, else opened; an open one has its store, so naming
+    another is a mistake of the caller's, not something to resolve silently."""
+    if isinstance(source, EvalData):
+        if store_location is not None:
+            raise ValueError("give store_location with an adapter path, not with an open EvalData")
+        return source
+    return open_eval_data(source, store_location)
 
 
 @dataclass

@@ -19,14 +19,14 @@ from ..adapter import Adapter, load_adapter
 from ..errors import UserError
 from ..files import atomic_open, atomic_path, write_text_atomic
 from ..store import DONE, EmbeddingArray, Store
-from .data import matching_array, projected_chunks
+from .data import AdapterSource, EvalData, matching_array, projected_chunks
 
 FORMATS = ("parquet", "npy")
 
 
 def export_embeddings(
-    store_location: str,
-    adapter_path: str | os.PathLike[str],
+    store_location: str | None,
+    adapter_path: AdapterSource,
     out: str | os.PathLike[str],
     format: str = "parquet",
     normalize: bool = True,
@@ -35,12 +35,39 @@ def export_embeddings(
     """Write the projected embeddings; returns the Parquet file or the .npy folder.
 
     ``out`` ending in ``.parquet`` names the file; otherwise it is a folder (``embeddings.parquet`` in it,
-    or the ``.npy`` files).
+    or the ``.npy`` files). ``adapter_path`` may be an open :class:`EvalData` (its store is exported; no
+    ``store_location`` then), so that ``ee pair`` exports from what it evaluated without reloading.
     """
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}; formats: {', '.join(FORMATS)}")
-    adapter = load_adapter(adapter_path)
-    store = Store.open(str(store_location), read_only=True)
+    if isinstance(adapter_path, EvalData):
+        if store_location is not None:
+            raise ValueError("give store_location with an adapter path, not with an open EvalData")
+        adapter, store = adapter_path.adapter, adapter_path.store
+        arrays = {s: adapter_path.arrays[s] for s in sides}
+        name = str(adapter_path.adapter_path)
+    else:
+        if store_location is None:
+            raise ValueError("give the store to export with an adapter path")
+        adapter = load_adapter(adapter_path)
+        store = Store.open(str(store_location), read_only=True)
+        arrays = _side_arrays(store, adapter, sides)
+        name = str(adapter_path)
+    meta = store.rows()
+    info = _info(name, store, adapter, arrays, normalize)
+    out = Path(out)
+    if format == "parquet":
+        target = out if out.suffix == ".parquet" else out / "embeddings.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_parquet(target, adapter, arrays, meta, normalize, info)
+        return target
+    out.mkdir(parents=True, exist_ok=True)
+    _write_npy(out, adapter, arrays, meta, normalize, info)
+    return out
+
+
+def _side_arrays(store: Store, adapter: Adapter, sides: tuple[str, ...]) -> dict[str, EmbeddingArray]:
+    """The arrays of the sides the store holds for this adapter: one side missing still exports the other."""
     arrays: dict[str, EmbeddingArray] = {}
     problems = []
     for side in sides:
@@ -50,9 +77,15 @@ def export_embeddings(
             problems.append(str(e))
     if not arrays:
         raise UserError(problems[0] if problems else "nothing to export")
-    meta = store.rows()
-    info = {
-        "adapter": str(adapter_path),
+    return arrays
+
+
+def _info(
+    name: str, store: Store, adapter: Adapter, arrays: dict[str, EmbeddingArray], normalize: bool
+) -> dict:
+    """Provenance written beside the embeddings (Parquet metadata or export.json)."""
+    return {
+        "adapter": name,
         "store": store.location,
         "shared_dim": adapter.config.shared_dim,
         "normalized": normalize,
@@ -65,15 +98,6 @@ def export_embeddings(
             for s, a in arrays.items()
         },
     }
-    out = Path(out)
-    if format == "parquet":
-        target = out if out.suffix == ".parquet" else out / "embeddings.parquet"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_parquet(target, adapter, arrays, meta, normalize, info)
-        return target
-    out.mkdir(parents=True, exist_ok=True)
-    _write_npy(out, adapter, arrays, meta, normalize, info)
-    return out
 
 
 def _write_parquet(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..files import atomic_path
-from .data import EvalData, load_split_rows, open_eval_data
+from .data import AdapterSource, EvalData, eval_data, load_split_rows
 
 DPI = 100
 SIZE_PAIR = (14.0, 6.5)  # inches: (a), two panels -> 1400 x 650 px
@@ -125,7 +126,7 @@ def _names(data: EvalData) -> dict[str, str]:
 
 
 def make_figures(
-    adapter_path: str | os.PathLike[str],
+    adapter_path: AdapterSource,
     out_dir: str | os.PathLike[str],
     store_location: str | None = None,
     split_path: str | os.PathLike[str] | None = None,
@@ -138,9 +139,34 @@ def make_figures(
     """Write figures (a), (b), (c) as PNGs into ``out_dir``; returns their paths.
 
     ``side`` picks the modality of (a); by default the side with a trained head (b when both have one).
+    ``adapter_path`` may be an open :class:`EvalData` (``ee pair`` draws from the one it evaluated).
     """
     Figure, FigureCanvasAgg = _require()
-    data = open_eval_data(adapter_path, store_location)
+    data = eval_data(adapter_path, store_location)
+    shown_rows, train_rows, part = _figure_rows(data, split_path)
+    cfg = data.adapter.config
+    if side is None:
+        side = "b" if cfg.b.head.kind != "identity" else "a"
+    if side not in ("a", "b"):
+        raise UserError(f"--side must be a or b, not {side!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    codes = data.labels.codes if data.labels is not None else np.full(len(data.meta["id"]), -1)
+    classes = _Classes(codes[shown_rows], data.labels.names if data.labels else None)
+    plot = _Plot(data, Figure, FigureCanvasAgg, codes, classes, _names(data), seed)
+    rows = _subsample(shown_rows, max_points, seed)
+    return [
+        _save(plot.before_after(rows, side, part), out / FILES[0]),
+        _save(plot.both_modalities(rows, part), out / FILES[1]),
+        _save(plot.training_pairs(_subsample(train_rows, max_points, seed + 1), n_links), out / FILES[2]),
+    ]
+
+
+def _figure_rows(
+    data: EvalData, split_path: str | os.PathLike[str] | None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(rows shown in (a) and (b), rows of (c), the name of the part shown): the split's test and train
+    parts, or every usable row when there is no split to read (or too few test rows to draw)."""
     try:
         split = load_split_rows(data, split_path)
         shown_rows, train_rows = split.test, split.train
@@ -152,117 +178,119 @@ def make_figures(
         part = "all"
     if shown_rows.size < 8:
         shown_rows, part = data.usable, "all"
-    cfg = data.adapter.config
-    if side is None:
-        side = "b" if cfg.b.head.kind != "identity" else "a"
-    if side not in ("a", "b"):
-        raise UserError(f"--side must be a or b, not {side!r}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    codes_all = data.labels.codes if data.labels is not None else np.full(len(data.meta["id"]), -1)
-    classes = _Classes(codes_all[shown_rows], data.labels.names if data.labels else None)
-    names = _names(data)
-    paths = []
+    return shown_rows, train_rows, part
 
-    # (a) one modality, before and after its head
-    rows = _subsample(shown_rows, max_points, seed)
-    raw = data.arrays[side].read(rows)
-    before, after = umap_2d(raw, seed), umap_2d(_project(data, side, raw), seed)
-    fig = Figure(figsize=SIZE_PAIR, dpi=DPI)
-    FigureCanvasAgg(fig)
-    sc = getattr(cfg, side)
-    for k, (xy, title) in enumerate(
-        (
-            (before, f"before: {sc.identity.name} embeddings ({sc.identity.dim}-d)"),
-            (after, f"after: {sc.head.kind} head into the shared space ({cfg.shared_dim}-d)"),
+
+@dataclass
+class _Plot:
+    """What the three figures share: the data, the canvas classes, class colours, side names, the seed."""
+
+    data: EvalData
+    Figure: Any
+    Canvas: Any
+    codes: np.ndarray  # class code per store row, -1 for none
+    classes: _Classes
+    names: dict[str, str]
+    seed: int
+
+    def figure(self, size: tuple[float, float]) -> Any:
+        fig = self.Figure(figsize=size, dpi=DPI)
+        self.Canvas(fig)
+        return fig
+
+    def both_sides(self, rows: np.ndarray) -> np.ndarray:
+        """UMAP of side a's projected rows followed by side b's."""
+        za = _project(self.data, "a", self.data.arrays["a"].read(rows))
+        zb = _project(self.data, "b", self.data.arrays["b"].read(rows))
+        return umap_2d(np.concatenate([za, zb]), self.seed)
+
+    def before_after(self, rows: np.ndarray, side: str, part: str) -> Any:
+        """(a) one modality, before and after its head."""
+        cfg = self.data.adapter.config
+        raw = self.data.arrays[side].read(rows)
+        before, after = umap_2d(raw, self.seed), umap_2d(_project(self.data, side, raw), self.seed)
+        fig = self.figure(SIZE_PAIR)
+        sc = getattr(cfg, side)
+        for k, (xy, title) in enumerate(
+            (
+                (before, f"before: {sc.identity.name} embeddings ({sc.identity.dim}-d)"),
+                (after, f"after: {sc.head.kind} head into the shared space ({cfg.shared_dim}-d)"),
+            )
+        ):
+            ax = fig.add_subplot(1, 2, k + 1)
+            _scatter_classes(ax, xy, self.codes[rows], self.classes)
+            _tidy(ax, title)
+        _legend(fig, self.classes)
+        fig.suptitle(f"(a) {self.names[side]} coloured by class, {rows.size} {part} rows", fontsize=14)
+        fig.subplots_adjust(left=0.03, right=0.86, top=0.88, bottom=0.06, wspace=0.08)
+        return fig
+
+    def both_modalities(self, rows: np.ndarray, part: str) -> Any:
+        """(b) both modalities in one map."""
+        fig = self.figure(SIZE_SINGLE)
+        ax = fig.add_subplot(1, 1, 1)
+        xy = self.both_sides(rows)
+        n = rows.size
+        for s, sl in (("a", slice(0, n)), ("b", slice(n, 2 * n))):
+            if self.classes.any:
+                _scatter_classes(ax, xy[sl], self.codes[rows], self.classes, MARKERS[s], 14)
+            else:
+                ax.scatter(xy[sl, 0], xy[sl, 1], s=14, marker=MARKERS[s], alpha=0.8, linewidths=0)
+        _legend(fig, self.classes, modalities=self.names)
+        _tidy(
+            ax, f"(b) both modalities in the shared space, {n} {part} pairs\nshape: modality, colour: class"
         )
-    ):
-        ax = fig.add_subplot(1, 2, k + 1)
-        _scatter_classes(ax, xy, codes_all[rows], classes)
-        _tidy(ax, title)
-    _legend(fig, classes)
-    fig.suptitle(f"(a) {names[side]} coloured by class, {rows.size} {part} rows", fontsize=14)
-    fig.subplots_adjust(left=0.03, right=0.86, top=0.88, bottom=0.06, wspace=0.08)
-    paths.append(_save(fig, out / FILES[0]))
+        fig.subplots_adjust(left=0.05, right=0.78, top=0.9, bottom=0.05)
+        return fig
 
-    # (b) both modalities in one map
-    fig = Figure(figsize=SIZE_SINGLE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    za, zb = (
-        _project(data, "a", data.arrays["a"].read(rows)),
-        _project(data, "b", data.arrays["b"].read(rows)),
-    )
-    xy = umap_2d(np.concatenate([za, zb]), seed)
-    n = rows.size
-    for s, sl in (("a", slice(0, n)), ("b", slice(n, 2 * n))):
-        if classes.any:
-            _scatter_classes(ax, xy[sl], codes_all[rows], classes, MARKERS[s], 14)
-        else:
-            ax.scatter(xy[sl, 0], xy[sl, 1], s=14, marker=MARKERS[s], alpha=0.8, linewidths=0)
-    _legend(fig, classes, modalities=names)
-    _tidy(ax, f"(b) both modalities in the shared space, {n} {part} pairs\nshape: modality, colour: class")
-    fig.subplots_adjust(left=0.05, right=0.78, top=0.9, bottom=0.05)
-    paths.append(_save(fig, out / FILES[1]))
-
-    # (c) a handful of training pairs, linked
-    rows = _subsample(train_rows, max_points, seed + 1)
-    za, zb = (
-        _project(data, "a", data.arrays["a"].read(rows)),
-        _project(data, "b", data.arrays["b"].read(rows)),
-    )
-    xy = umap_2d(np.concatenate([za, zb]), seed)
-    n = rows.size
-    fig = Figure(figsize=SIZE_SINGLE, dpi=DPI)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for s, sl in (("a", slice(0, n)), ("b", slice(n, 2 * n))):
-        ax.scatter(
-            xy[sl, 0],
-            xy[sl, 1],
-            s=14,
-            marker=MARKERS[s],
-            c=[(0.6, 0.6, 0.6, 0.6)],
-            linewidths=0,
-            label=names[s],
+    def training_pairs(self, rows: np.ndarray, n_links: int) -> Any:
+        """(c) a handful of training pairs, linked, over all of ``rows`` in grey."""
+        xy = self.both_sides(rows)
+        n = rows.size
+        fig = self.figure(SIZE_SINGLE)
+        ax = fig.add_subplot(1, 1, 1)
+        for s, sl in (("a", slice(0, n)), ("b", slice(n, 2 * n))):
+            ax.scatter(
+                xy[sl, 0],
+                xy[sl, 1],
+                s=14,
+                marker=MARKERS[s],
+                c=[(0.6, 0.6, 0.6, 0.6)],
+                linewidths=0,
+                label=self.names[s],
+            )
+        pick = np.random.default_rng(self.seed).choice(n, min(n_links, n), replace=False)
+        _link_pairs(ax, xy, n, pick, n_links)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, markerscale=2, frameon=False)
+        _tidy(
+            ax,
+            f"(c) {len(pick)} training pairs linked, over {n} training pairs in grey\n"
+            f"circles: {self.names['a']}, triangles: {self.names['b']}",
         )
+        fig.subplots_adjust(left=0.05, right=0.75, top=0.9, bottom=0.05)
+        return fig
+
+
+def _link_pairs(ax: Any, xy: np.ndarray, n: int, pick: np.ndarray, n_links: int) -> None:
+    """Pair ``i`` (points ``i`` and ``n + i``) drawn in a colour of its own and joined by a line."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab10" if n_links <= 10 else "tab20"]
-    pick = np.random.default_rng(seed).choice(n, min(n_links, n), replace=False)
     for j, i in enumerate(pick):
         colour = cmap(j % cmap.N)
         pa, pb = xy[i], xy[n + i]
         ax.plot([pa[0], pb[0]], [pa[1], pb[1]], color=colour, linewidth=1.5)
-        ax.scatter(
-            [pa[0]],
-            [pa[1]],
-            s=60,
-            marker=MARKERS["a"],
-            c=[colour],
-            edgecolors="black",
-            linewidths=0.6,
-            zorder=3,
-        )
-        ax.scatter(
-            [pb[0]],
-            [pb[1]],
-            s=70,
-            marker=MARKERS["b"],
-            c=[colour],
-            edgecolors="black",
-            linewidths=0.6,
-            zorder=3,
-        )
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, markerscale=2, frameon=False)
-    _tidy(
-        ax,
-        f"(c) {len(pick)} training pairs linked, over {n} training pairs in grey\n"
-        f"circles: {names['a']}, triangles: {names['b']}",
-    )
-    fig.subplots_adjust(left=0.05, right=0.75, top=0.9, bottom=0.05)
-    paths.append(_save(fig, out / FILES[2]))
-    return paths
+        for s, p, size in (("a", pa, 60), ("b", pb, 70)):
+            ax.scatter(
+                [p[0]],
+                [p[1]],
+                s=size,
+                marker=MARKERS[s],
+                c=[colour],
+                edgecolors="black",
+                linewidths=0.6,
+                zorder=3,
+            )
 
 
 def _legend(fig: Any, classes: _Classes, modalities: dict[str, str] | None = None) -> None:

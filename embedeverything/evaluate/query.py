@@ -18,10 +18,9 @@ import torch.nn.functional as F
 
 from ..adapter import Adapter, load_adapter
 from ..errors import UserError
-from ..inference import side_encoder
+from ..inference import decode_files, embed_items, file_kind, side_encoder, side_for_modality
 from ..store import Store
 from .data import matching_array, projected_chunks, resolve_store_location
-from .inputs import decode_files, embed_items, file_kind, side_for_modality
 
 # an input ending like this is meant as a file, not as words
 KNOWN_SUFFIXES = frozenset({".wav", ".mp3", ".flac", ".ogg", ".jpg", ".jpeg", ".png", ".mp4", ".txt"})

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from . import baselines as bl
-from .data import EvalData, load_split_rows, open_eval_data
+from .data import AdapterSource, EvalData, SplitRows, eval_data, load_split_rows
 from .diagnostics import csls, qb_norm, space_diagnostics
 from .metrics import combine, cosine_matrix, direction_metrics, retrieval_metrics
 
@@ -72,12 +72,6 @@ class EvalReport:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_json(cls, text: str) -> EvalReport:
-        raw = json.loads(text)
-        raw["methods"] = [MethodResult(**m) for m in raw["methods"]]
-        return cls(**raw)
 
     def columns(self) -> list[tuple[str, str]]:
         cols = [
@@ -163,7 +157,7 @@ def _project(data: EvalData, side: str, x: np.ndarray) -> torch.Tensor:
 
 
 def evaluate(
-    adapter_path: str | os.PathLike[str],
+    adapter_path: AdapterSource,
     store_location: str | None = None,
     split_path: str | os.PathLike[str] | None = None,
     *,
@@ -172,9 +166,13 @@ def evaluate(
     max_test_rows: int = MAX_TEST_ROWS,
     seed: int = 0,
 ) -> EvalReport:
-    """Score the adapter (and the baselines) on the test rows of its split; see the module docstring."""
+    """Score the adapter (and the baselines) on the test rows of its split; see the module docstring.
+
+    ``adapter_path`` may be an open :class:`EvalData`, so that a caller drawing figures and writing the
+    card after the report loads the adapter and opens the store once.
+    """
     t0 = time.perf_counter()
-    data = open_eval_data(adapter_path, store_location)
+    data = eval_data(adapter_path, store_location)
     split = load_split_rows(data, split_path)
     _check_split_is_the_adapters(data, split)
     notes = []
@@ -183,65 +181,104 @@ def evaluate(
     test = _subsample(split.test, max_test_rows, seed)
     if test.size < split.test.size:
         notes.append(f"test part subsampled to {test.size} of {split.test.size} rows (seed {seed})")
-    arr_a, arr_b = data.arrays["a"], data.arrays["b"]
-    xa, xb = arr_a.read(test), arr_b.read(test)
-    labels = None if data.labels is None else data.labels.codes[test]
-    if labels is not None and not (labels >= 0).any():
-        labels = None
-
-    za, zb = _project(data, "a", xa), _project(data, "b", xb)
-    sim = cosine_matrix(za, zb)
-    methods = [MethodResult("adapter", "adapter", retrieval_metrics(sim, labels))]
-    diagnostics = space_diagnostics(za, zb, sim)
-
+    t = _TestRows.read(data, test)
+    methods = [MethodResult("adapter", "adapter", retrieval_metrics(t.sim, t.labels))]
+    diagnostics = space_diagnostics(t.za, t.zb, t.sim)
     train = _subsample(split.train, MAX_TRAIN_ROWS, seed)
     if train.size < split.train.size:
         notes.append(f"baselines fitted on {train.size} of {split.train.size} train rows (seed {seed})")
     if corrections:
-        t1 = time.perf_counter()
-        methods.append(
-            MethodResult("adapter + CSLS", "correction", retrieval_metrics(csls(sim), labels), {"k": 10})
-        )
-        methods[-1].seconds = time.perf_counter() - t1
-        t1 = time.perf_counter()
-        bank = _subsample(train, QB_BANK_ROWS, seed)
-        bank_a = F.normalize(_project(data, "a", arr_a.read(bank)), dim=-1)
-        bank_b = F.normalize(_project(data, "b", arr_b.read(bank)), dim=-1)
-        na, nb = F.normalize(za, dim=-1), F.normalize(zb, dim=-1)
-        beta = 20.0
-        ab = direction_metrics(qb_norm(sim, bank_a @ nb.T, beta), labels)
-        ba = direction_metrics(qb_norm(sim.T, bank_b @ na.T, beta), labels)
-        methods.append(
-            MethodResult(
-                "adapter + QB-norm",
-                "correction",
-                combine(ab, ba),
-                {"beta": beta, "bank": int(bank.size)},
-                seconds=time.perf_counter() - t1,
-            )
-        )
+        methods += _corrections(data, t, _subsample(train, QB_BANK_ROWS, seed))
     if baselines:
         val = _subsample(split.val, MAX_VAL_ROWS, seed)
         if val.size < 2:
             notes.append("baselines skipped: the split has fewer than 2 validation rows to tune them on")
         else:
-            ta, tb = arr_a.read(train), arr_b.read(train)
-            va, vb = arr_a.read(val), arr_b.read(val)
-            for fitted in bl.fit_all(ta, tb, va, vb):
-                ya, yb = fitted.embed(xa, xb)
-                methods.append(
-                    MethodResult(
-                        fitted.name,
-                        "baseline",
-                        retrieval_metrics(cosine_matrix(ya, yb), labels),
-                        fitted.params,
-                        fitted.val_r1,
-                        fitted.seconds,
-                    )
-                )
+            methods += _baselines(data, t, train, val)
+    name = str(adapter_path.adapter_path if isinstance(adapter_path, EvalData) else adapter_path)
+    return _report(data, name, split, t, methods, diagnostics, notes, t0)
+
+
+@dataclass
+class _TestRows:
+    """The test rows as every method scores them: raw embeddings, the adapter's, and their cosines."""
+
+    rows: np.ndarray
+    xa: np.ndarray
+    xb: np.ndarray
+    labels: np.ndarray | None  # class codes, None without any label
+    za: torch.Tensor
+    zb: torch.Tensor
+    sim: torch.Tensor
+
+    @classmethod
+    def read(cls, data: EvalData, rows: np.ndarray) -> _TestRows:
+        xa, xb = data.arrays["a"].read(rows), data.arrays["b"].read(rows)
+        labels = None if data.labels is None else data.labels.codes[rows]
+        if labels is not None and not (labels >= 0).any():
+            labels = None
+        za, zb = _project(data, "a", xa), _project(data, "b", xb)
+        return cls(rows, xa, xb, labels, za, zb, cosine_matrix(za, zb))
+
+
+def _corrections(data: EvalData, t: _TestRows, bank: np.ndarray) -> list[MethodResult]:
+    """CSLS and query-bank normalisation of the adapter's cosines (the bank: train rows)."""
+    t1 = time.perf_counter()
+    out = [MethodResult("adapter + CSLS", "correction", retrieval_metrics(csls(t.sim), t.labels), {"k": 10})]
+    out[-1].seconds = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    bank_a = F.normalize(_project(data, "a", data.arrays["a"].read(bank)), dim=-1)
+    bank_b = F.normalize(_project(data, "b", data.arrays["b"].read(bank)), dim=-1)
+    na, nb = F.normalize(t.za, dim=-1), F.normalize(t.zb, dim=-1)
+    beta = 20.0
+    ab = direction_metrics(qb_norm(t.sim, bank_a @ nb.T, beta), t.labels)
+    ba = direction_metrics(qb_norm(t.sim.T, bank_b @ na.T, beta), t.labels)
+    out.append(
+        MethodResult(
+            "adapter + QB-norm",
+            "correction",
+            combine(ab, ba),
+            {"beta": beta, "bank": int(bank.size)},
+            seconds=time.perf_counter() - t1,
+        )
+    )
+    return out
+
+
+def _baselines(data: EvalData, t: _TestRows, train: np.ndarray, val: np.ndarray) -> list[MethodResult]:
+    """Every baseline fitted on ``train``, tuned on ``val``, scored on the test rows."""
+    arr_a, arr_b = data.arrays["a"], data.arrays["b"]
+    ta, tb = arr_a.read(train), arr_b.read(train)
+    va, vb = arr_a.read(val), arr_b.read(val)
+    out = []
+    for fitted in bl.fit_all(ta, tb, va, vb):
+        ya, yb = fitted.embed(t.xa, t.xb)
+        out.append(
+            MethodResult(
+                fitted.name,
+                "baseline",
+                retrieval_metrics(cosine_matrix(ya, yb), t.labels),
+                fitted.params,
+                fitted.val_r1,
+                fitted.seconds,
+            )
+        )
+    return out
+
+
+def _report(
+    data: EvalData,
+    name: str,
+    split: SplitRows,
+    t: _TestRows,
+    methods: list[MethodResult],
+    diagnostics: dict[str, float],
+    notes: list[str],
+    t0: float,
+) -> EvalReport:
     cfg = data.adapter.config
     return EvalReport(
-        adapter=str(adapter_path),
+        adapter=name,
         store=data.store.location,
         split=str(split.path),
         encoders={
@@ -249,9 +286,9 @@ def evaluate(
             "b": f"{cfg.b.identity.name}[{cfg.b.head.kind}]",
         },
         counts={"train": int(split.train.size), "val": int(split.val.size), "test": int(split.test.size)},
-        test_rows_used=int(test.size),
-        classes=0 if labels is None else int(np.unique(labels[labels >= 0]).size),
-        chance_r1=bl.chance_r1(int(test.size)),
+        test_rows_used=int(t.rows.size),
+        classes=0 if t.labels is None else int(np.unique(t.labels[t.labels >= 0]).size),
+        chance_r1=bl.chance_r1(int(t.rows.size)),
         methods=methods,
         diagnostics=diagnostics,
         seconds=round(time.perf_counter() - t0, 3),
@@ -259,7 +296,7 @@ def evaluate(
     )
 
 
-def _check_split_is_the_adapters(data: EvalData, split: Any) -> None:
+def _check_split_is_the_adapters(data: EvalData, split: SplitRows) -> None:
     """The split's train rows must be the ones the adapter was trained on, or 'test' would leak."""
     from ..train.split import rows_hash
 

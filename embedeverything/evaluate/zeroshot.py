@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from ..adapter import Adapter, load_adapter
 from ..encoder import Encoder
 from ..errors import UserError
-from ..inference import side_encoder
-from .inputs import decode_files, embed_items, side_for_modality
+from ..inference import decode_files, embed_items, file_kind, side_encoder, side_for_modality
+from .data import SPLIT_FILE, AdapterSource
 
 TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "the sound of a {}.", "{}")
 
@@ -184,8 +184,6 @@ def zeroshot_files(
     k: int = 5,
 ) -> ZeroShot:
     """Label each file with the nearest of ``labels``; the file's type picks the adapter side."""
-    from .inputs import file_kind
-
     if not files:
         raise UserError("give at least one FILE to label (or --manifest / --store)")
     adapter = load_adapter(adapter_path)
@@ -257,7 +255,7 @@ def zeroshot_manifest(
 
 
 def zeroshot_store(
-    adapter_path: str | os.PathLike[str],
+    adapter_path: AdapterSource,
     store_location: str | None = None,
     labels: str | Sequence[str] | None = None,
     templates: Sequence[str] = TEMPLATES,
@@ -265,10 +263,13 @@ def zeroshot_store(
     part: str | None = "test",
     k: int = 5,
 ) -> ZeroShot:
-    """The same on embeddings already in the store (no decoding): the test rows of the split by default."""
-    from .data import load_split_rows, open_eval_data
+    """The same on embeddings already in the store (no decoding): the test rows of the split by default.
 
-    data = open_eval_data(adapter_path, store_location)
+    ``adapter_path`` may be an open :class:`EvalData` (``ee eval --zeroshot`` passes the one it scored).
+    """
+    from .data import eval_data, load_split_rows
+
+    data = eval_data(adapter_path, store_location)
     adapter = data.adapter
     tower = find_text_tower(adapter)
     s = side or _default_side(adapter, tower)
@@ -287,7 +288,7 @@ def _split_ids(adapter_path: Path, part: str) -> list[str]:
 
     if part not in ("train", "val", "test"):
         raise UserError(f"part must be train, val or test, not {part!r}")
-    path = adapter_path.parent / "split.json"
+    path = adapter_path.parent / SPLIT_FILE
     try:
         return [str(x) for x in json.loads(path.read_text())["parts"][part]]
     except (OSError, ValueError, KeyError) as e:

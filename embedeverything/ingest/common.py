@@ -19,7 +19,7 @@ from typing import Any
 from ..decoder_pool import DEFAULT_TIMEOUT, DecoderPool, default_decode_workers
 from ..errors import BadItem, UserError
 from ..files import atomic_open
-from ..manifest import Pair, write_manifest
+from ..manifest import Manifest, ManifestHeader, Pair, write_manifest
 
 ProgressFn = Callable[[int], None]
 
@@ -66,6 +66,12 @@ class IngestResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.failures or self.stopped_early else 0
+
+    def as_manifest(self) -> Manifest:
+        """The manifest as :func:`finish` writes it, so that a caller holding the result need not read it back."""
+        return Manifest(
+            self.manifest, ManifestHeader(a=self.a, b=self.b, source=self.source), list(self.pairs)
+        )
 
     def reason_counts(self) -> list[tuple[str, int]]:
         """Failures grouped by the kind of reason (the text before any detail in parentheses)."""

@@ -48,13 +48,23 @@ def ingest_pairs(
     folder = check_folder(Path(folder), "folder")
     opts = opts or IngestOptions()
     manifest = Path(out) if out is not None else folder / "manifest.jsonl"
-    root = manifest.parent
     files = find_files(folder, IMAGE_EXTENSIONS | AUDIO_EXTENSIONS | TEXT_EXTENSIONS)
     if not files:
         raise UserError(f"no image, audio or text files under {folder}")
     stems: dict[str, list[Path]] = defaultdict(list)
     for p in files:
         stems[p.relative_to(folder).with_suffix("").as_posix()].append(p)
+    ka, kb = _pair_kinds(folder, stems)
+    result = IngestResult(source=f"pairs:{folder}", a=ka, b=kb, manifest=manifest)
+    result.inputs = len(stems)
+    candidates = _candidates(result, stems, opts)
+    if candidates is not None:
+        _probe(result, candidates, opts)
+    return finish(result)
+
+
+def _pair_kinds(folder: Path, stems: dict[str, list[Path]]) -> tuple[str, str]:
+    """The kinds of sides a and b: the most common combination among stems of two files."""
     combos = Counter(
         tuple(sorted({kind_of(p) for p in ps}, key=KIND_ORDER.index)) for ps in stems.values() if len(ps) == 2
     )
@@ -65,8 +75,16 @@ def ingest_pairs(
             "(image+audio, image+text or audio+text), e.g. dog.jpg and dog.wav"
         )
     (ka, kb), _ = combos.most_common(1)[0]
-    result = IngestResult(source=f"pairs:{folder}", a=ka, b=kb, manifest=manifest)
-    result.inputs = len(stems)
+    return ka, kb
+
+
+def _candidates(
+    result: IngestResult, stems: dict[str, list[Path]], opts: IngestOptions
+) -> list[tuple[str, Path, Path]] | None:
+    """(stem, side a file, side b file) of every stem that makes a pair of this folder's kinds; the
+    others are failures (None when ``--strict`` stops at one)."""
+    ka, kb = result.a, result.b
+    root = result.manifest.parent
     candidates: list[tuple[str, Path, Path]] = []
     for stem, ps in sorted(stems.items()):
         kinds = sorted(kind_of(p) or "" for p in ps)
@@ -83,11 +101,18 @@ def ingest_pairs(
             )
             if opts.strict:
                 result.stopped_early = True
-                return finish(result)
+                return None
             continue
         pa = next(p for p in ps if kind_of(p) == ka)
         pb = next(p for p in ps if kind_of(p) == kb)
         candidates.append((stem, pa, pb))
+    return candidates
+
+
+def _probe(result: IngestResult, candidates: list[tuple[str, Path, Path]], opts: IngestOptions) -> None:
+    """Probe both files of every candidate; the pairs whose files both decode go into the result."""
+    ka, kb = result.a, result.b
+    root = result.manifest.parent
     to_probe = [(p, kind_of(p) or "") for _, pa, pb in candidates for p in (pa, pb)]
     bad: dict[int, BadItem] = {}
     for i, got in probe_files(to_probe, opts):
@@ -97,9 +122,7 @@ def ingest_pairs(
             result.failures.append(Failure(ref_path(to_probe[i][0], root), got.reason, stem))
             if opts.strict:
                 result.stopped_early = True
-                break
-    if result.stopped_early:
-        return finish(result)
+                return
     for k, (stem, pa, pb) in enumerate(candidates):
         if 2 * k in bad or 2 * k + 1 in bad:
             continue
@@ -111,4 +134,3 @@ def ingest_pairs(
                 group=stem,
             )
         )
-    return finish(result)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,75 +91,133 @@ def ingest_table(
         raise UserError(f"table not found: {table}")
     opts = opts or IngestOptions()
     manifest = Path(out) if out is not None else table.with_name(table.stem + ".manifest.jsonl")
-    root = manifest.parent
     columns, rows = read_table(table)
     if not rows:
         raise UserError(f"{table}: no rows")
-
-    def pick(given: str | None, default: str, option: str) -> str | None:
-        if given is not None:
-            if given not in columns:
-                raise UserError(
-                    f"{option} {given!r} is not a column of {table} (columns: {', '.join(columns)})"
-                )
-            return given
-        return default if default in columns else None
-
-    label_col, split_col, id_col = (
-        pick(label, "label", "--label"),
-        pick(split, "split", "--split"),
-        pick(id, "id", "--id"),
-    )
-    group_col = "group" if "group" in columns else None
-    rest = [c for c in columns if c not in RESERVED and c not in (label_col, split_col, id_col)]
-    col_a = pick(a, "a", "--a") or (rest[0] if rest else None)
-    col_b = pick(b, "b", "--b") or next((c for c in rest if c != col_a), None)
-    if col_a is None or col_b is None or col_a == col_b:
-        raise UserError(
-            f"{table}: need two columns for the sides; give --a COL --b COL (columns: {', '.join(columns)})"
-        )
-    kinds: dict[str, str] = {}
-    for col in (col_a, col_b):
-        k = column_kind([str(r.get(col) or "") for _, r in rows])
-        if k == "video":
-            raise UserError(f"column {col!r} holds videos: use `ee ingest videos` or `ee ingest vggsound`")
-        kinds[col] = k
+    cols = _Columns.pick(table, columns, a, b, label, split, id)
+    kinds = cols.kinds(rows)
     modality = {c: ("text" if k == "inline" else k) for c, k in kinds.items()}
     result = IngestResult(
-        source=f"table:{table}", a=modality[col_a], b=modality[col_b], manifest=manifest, inputs=len(rows)
+        source=f"table:{table}", a=modality[cols.a], b=modality[cols.b], manifest=manifest, inputs=len(rows)
     )
-    base = table.parent
-
-    def fail(lineno: int, reason: str, row_id: str | None = None) -> bool:
-        result.failures.append(Failure(f"{table.name}:{lineno}", reason, row_id))
-        result.stopped_early = opts.strict
-        return opts.strict
-
-    candidates: list[tuple[int, Pair, list[tuple[Path, str]]]] = []
+    reader = _Reader(table, cols, kinds, result, opts)
+    candidates: list[Candidate] = []
     for lineno, row in rows:
+        pair, files, bad, row_id = reader.pair_of(row)
+        if bad is not None:
+            if reader.fail(lineno, bad, row_id or None):
+                return finish(result)
+            continue
+        assert pair is not None
+        candidates.append((lineno, pair, files))
+    unique = reader.first_of_each_id(candidates)
+    if unique is not None:
+        reader.probe(unique)
+    return finish(result)
+
+
+#: (line number, pair, files to probe as (path, kind))
+Candidate = tuple[int, Pair, list[tuple[Path, str]]]
+
+
+@dataclass
+class _Columns:
+    """The columns a table's pairs are read from."""
+
+    a: str
+    b: str
+    label: str | None
+    split: str | None
+    id: str | None
+    group: str | None
+
+    @classmethod
+    def pick(
+        cls,
+        table: Path,
+        columns: list[str],
+        a: str | None,
+        b: str | None,
+        label: str | None,
+        split: str | None,
+        id: str | None,
+    ) -> _Columns:
+        """The columns given, else the defaults of the module docstring; a name not in the table is a
+        UserError listing the columns there are."""
+
+        def pick(given: str | None, default: str, option: str) -> str | None:
+            if given is not None:
+                if given not in columns:
+                    raise UserError(
+                        f"{option} {given!r} is not a column of {table} (columns: {', '.join(columns)})"
+                    )
+                return given
+            return default if default in columns else None
+
+        label_col, split_col, id_col = (
+            pick(label, "label", "--label"),
+            pick(split, "split", "--split"),
+            pick(id, "id", "--id"),
+        )
+        rest = [c for c in columns if c not in RESERVED and c not in (label_col, split_col, id_col)]
+        col_a = pick(a, "a", "--a") or (rest[0] if rest else None)
+        col_b = pick(b, "b", "--b") or next((c for c in rest if c != col_a), None)
+        if col_a is None or col_b is None or col_a == col_b:
+            raise UserError(
+                f"{table}: need two columns for the sides; give --a COL --b COL (columns: {', '.join(columns)})"
+            )
+        group_col = "group" if "group" in columns else None
+        return cls(col_a, col_b, label_col, split_col, id_col, group_col)
+
+    def kinds(self, rows: list[tuple[int, dict[str, Any]]]) -> dict[str, str]:
+        """Each side column's kind (see :func:`column_kind`); videos are refused: they have their own
+        commands, which cut them into frames and audio windows."""
+        kinds: dict[str, str] = {}
+        for col in (self.a, self.b):
+            k = column_kind([str(r.get(col) or "") for _, r in rows])
+            if k == "video":
+                raise UserError(
+                    f"column {col!r} holds videos: use `ee ingest videos` or `ee ingest vggsound`"
+                )
+            kinds[col] = k
+        return kinds
+
+
+@dataclass
+class _Reader:
+    """Rows -> pairs, recording each row that gives none in the result."""
+
+    table: Path
+    cols: _Columns
+    kinds: dict[str, str]
+    result: IngestResult
+    opts: IngestOptions
+
+    @property
+    def root(self) -> Path:
+        return self.result.manifest.parent
+
+    def fail(self, lineno: int, reason: str, row_id: str | None = None) -> bool:
+        """Record a failed row; True when the run stops there (``--strict``)."""
+        self.result.failures.append(Failure(f"{self.table.name}:{lineno}", reason, row_id))
+        self.result.stopped_early = self.opts.strict
+        return self.opts.strict
+
+    def pair_of(self, row: dict[str, Any]) -> tuple[Pair | None, list[tuple[Path, str]], str | None, str]:
+        """(pair, files to probe, why the row gives no pair, the row's id as far as it is known)."""
         refs: dict[str, MediaRef] = {}
         files: list[tuple[Path, str]] = []
         keys: list[str] = []
         bad = None
-        for col in (col_a, col_b):
-            raw = row.get(col)
-            value = "" if raw is None else str(raw)
-            if not value.strip():
-                bad = f"empty value in column {col!r}"
+        for col in (self.cols.a, self.cols.b):
+            got = self.side(row, col)
+            if isinstance(got, str):
+                bad = got
                 break
-            if kinds[col] == "inline":
-                refs[col] = MediaRef(kind="text", text=value)
-                keys.append(short(value.strip()))
-                continue
-            path = Path(value.strip())
-            full = path if path.is_absolute() else base / path
-            got = column_kind([value])
-            if got != kinds[col]:
-                bad = f"column {col!r} holds {kinds[col]} files, but {value.strip()!r} is not one"
-                break
-            refs[col] = MediaRef(kind=kinds[col], path=ref_path(full, root))  # type: ignore[arg-type]
-            files.append((full, kinds[col]))
-            keys.append(value.strip())
+            refs[col], key, file = got
+            keys.append(key)
+            files.extend(file)
+        id_col, split_col = self.cols.id, self.cols.split
         row_id = str(row.get(id_col) or "").strip() if id_col else "|".join(keys)
         if bad is None and id_col and not row_id:
             bad = f"empty id in column {id_col!r}"
@@ -168,44 +227,63 @@ def ingest_table(
             bad = bad or str(e)
             row_split = None
         if bad is not None:
-            if fail(lineno, bad, row_id or None):
-                return finish(result)
-            continue
-        lab = row.get(label_col) if label_col else None
-        grp = row.get(group_col) if group_col else None
+            return None, files, bad, row_id
+        lab = row.get(self.cols.label) if self.cols.label else None
+        grp = row.get(self.cols.group) if self.cols.group else None
         pair = Pair(
             id=row_id,
-            a=refs[col_a],
-            b=refs[col_b],
+            a=refs[self.cols.a],
+            b=refs[self.cols.b],
             label=None if lab in (None, "") else str(lab),
             group=None if grp in (None, "") else str(grp),
             split=row_split,
         )
-        candidates.append((lineno, pair, files))
-    # duplicates before probing: a row that is dropped anyway need not be read
-    first_line: dict[str, int] = {}
-    unique: list[tuple[int, Pair, list[tuple[Path, str]]]] = []
-    for lineno, pair, files in candidates:
-        if pair.id in first_line:
-            reason = f"duplicate id {pair.id!r} (first on line {first_line[pair.id]})"
-            if fail(lineno, reason, pair.id):
-                return finish(result)
-            continue
-        first_line[pair.id] = lineno
-        unique.append((lineno, pair, files))
-    candidates = unique
-    to_probe: list[tuple[Path, str]] = []
-    owner: list[int] = []
-    for k, (_, _, files) in enumerate(candidates):
-        to_probe.extend(files)
-        owner.extend([k] * len(files))
-    failed: set[int] = set()
-    for i, got in probe_files(to_probe, opts):
-        if isinstance(got, BadItem):
-            k = owner[i]
-            failed.add(k)
-            lineno, pair, _ = candidates[k]
-            if fail(lineno, f"{ref_path(to_probe[i][0], root)}: {got.reason}", pair.id):
-                return finish(result)
-    result.pairs = [p for k, (_, p, _) in enumerate(candidates) if k not in failed]
-    return finish(result)
+        return pair, files, None, row_id
+
+    def side(self, row: dict[str, Any], col: str) -> tuple[MediaRef, str, list[tuple[Path, str]]] | str:
+        """(ref, its part of a made-up id, the file to probe) of one cell, or why it gives none."""
+        raw = row.get(col)
+        value = "" if raw is None else str(raw)
+        if not value.strip():
+            return f"empty value in column {col!r}"
+        kind = self.kinds[col]
+        if kind == "inline":
+            return MediaRef(kind="text", text=value), short(value.strip()), []
+        path = Path(value.strip())
+        full = path if path.is_absolute() else self.table.parent / path
+        if column_kind([value]) != kind:
+            return f"column {col!r} holds {kind} files, but {value.strip()!r} is not one"
+        ref = MediaRef(kind=kind, path=ref_path(full, self.root))  # type: ignore[arg-type]
+        return ref, value.strip(), [(full, kind)]
+
+    def first_of_each_id(self, candidates: list[Candidate]) -> list[Candidate] | None:
+        """The candidates without repeated ids (None when ``--strict`` stops at one), before probing: a
+        row dropped anyway need not be read."""
+        first_line: dict[str, int] = {}
+        unique: list[Candidate] = []
+        for lineno, pair, files in candidates:
+            if pair.id in first_line:
+                reason = f"duplicate id {pair.id!r} (first on line {first_line[pair.id]})"
+                if self.fail(lineno, reason, pair.id):
+                    return None
+                continue
+            first_line[pair.id] = lineno
+            unique.append((lineno, pair, files))
+        return unique
+
+    def probe(self, candidates: list[Candidate]) -> None:
+        """Probe every candidate's files; the pairs whose files all decode go into the result."""
+        to_probe: list[tuple[Path, str]] = []
+        owner: list[int] = []
+        for k, (_, _, files) in enumerate(candidates):
+            to_probe.extend(files)
+            owner.extend([k] * len(files))
+        failed: set[int] = set()
+        for i, got in probe_files(to_probe, self.opts):
+            if isinstance(got, BadItem):
+                k = owner[i]
+                failed.add(k)
+                lineno, pair, _ = candidates[k]
+                if self.fail(lineno, f"{ref_path(to_probe[i][0], self.root)}: {got.reason}", pair.id):
+                    return
+        self.result.pairs = [p for k, (_, p, _) in enumerate(candidates) if k not in failed]
