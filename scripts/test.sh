@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --tests
 . .venv/bin/activate
 ruff check .
+# code written twice in the package or the bundled plugins
+pylint --disable=all --enable=duplicate-code --min-similarity-lines=6 --score=n embedeverything plugins
 python -m pytest -q "$@"
