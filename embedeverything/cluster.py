@@ -115,8 +115,16 @@ def require_dask() -> None:
 
 def _client(workers: int | None, scheduler: str | None) -> tuple[Any, Any]:
     require_dask()
+    import logging
+    import os
+
     import dask
     from distributed import Client, LocalCluster
+
+    if not os.environ.get("EE_DEBUG"):
+        # Dask's client logs its own retries ("Couldn't gather ... rescheduling") on this process's stderr;
+        # what the user needs from them is in the report: which chunks failed, and that a rerun goes on.
+        logging.getLogger("distributed").setLevel(logging.ERROR)
 
     if scheduler:
         try:
