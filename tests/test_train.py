@@ -288,11 +288,16 @@ def test_resume_after_kill_9_is_bitwise_equal(tmp_path, phase):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
     assert not (out / "adapter.safetensors").exists(), "the run finished before the kill"
+    refit_lines = out / "metrics-refit.jsonl"
+    refit_done = refit_lines.read_text().count("\n") if refit_lines.exists() else 0
     done = subprocess.run(
         [*cmd, "--out", str(out), *args, "--resume"], capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr
     full = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "full", cfg)
+    assert full.refit_epochs is not None and full.refit_epochs > 10
+    if phase == "refit":  # killed during the refit, not after it
+        assert 0 < refit_done < full.refit_epochs, (refit_done, full.refit_epochs)
     _assert_same_adapter(full.adapter_path, out / "adapter.safetensors")
 
 
