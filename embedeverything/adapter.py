@@ -30,7 +30,9 @@ from .errors import UserError, field_errors
 from .files import atomic_path
 from .heads import Head, HeadSpec
 
-FORMAT_VERSION = 1
+#: 2: ``head.anchors`` (an anchor part fused with a trained head); ``training.refit_epochs`` and
+#: ``training.anchors``; ``rows`` / ``row_ids_sha256`` are those of the rows the final heads were fitted on
+FORMAT_VERSION = 2
 META_CONFIG = "embedeverything"
 META_HASH = "embedeverything.sha256"
 #: fields that differ between two otherwise identical runs (a resumed one and an uninterrupted one)
@@ -59,14 +61,16 @@ class TrainingInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     store: str
-    rows: int  # pairs used for training (the train part)
-    row_ids_sha256: str  # over the ids of the train rows, in row order
+    rows: int  # pairs the final heads were fitted on: the train part, or train + val after a refit
+    row_ids_sha256: str  # over the ids of those rows, in row order
     split: dict[str, Any]  # seed, source, fractions, counts
     settings: dict[str, Any]  # the TrainConfig, as given
-    epochs_run: int
+    epochs_run: int  # of the selection run (train part, early stopping on validation)
     best_epoch: int
     stopped_early: bool
     ee_version: str
+    refit_epochs: int | None = None  # epochs of the refit on train + val; None: no refit
+    anchors: dict[str, Any] | None = None  # the anchor part chosen on validation (settings, scores)
     trained_at: str | None = None
     train_seconds: float | None = None
 
@@ -158,6 +162,8 @@ def read_adapter_file(path: str | os.PathLike[str]) -> tuple[AdapterConfig, dict
         config = AdapterConfig.model_validate(raw)
     except ValidationError as e:
         raise UserError(f"{p}: bad adapter config: {field_errors(e)}") from None
+    # an older version is migrated: the fields it lacks took their defaults (no anchors, no refit)
+    config.format_version = FORMAT_VERSION
     for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise UserError(f"{p}: tensor {name!r} holds NaN or infinite values; the adapter is unusable")
@@ -191,7 +197,8 @@ class AdapterSide(nn.Module):
 class Adapter(nn.Module):
     """A loaded adapter: ``.a(x)`` and ``.b(x)`` map each encoder's embeddings into the shared space.
 
-    The outputs are not normalised: compare them by cosine, as training did.
+    The outputs are not normalised: compare them by cosine, as training did. (With an anchor part they
+    are unit vectors by construction.)
     """
 
     def __init__(self, config: AdapterConfig, head_a: Head, head_b: Head, path: str = ""):
@@ -232,19 +239,30 @@ def _build_head(side: str, spec: HeadSpec, tensors: dict[str, torch.Tensor], pat
     return head
 
 
-def load_adapter(path: str | os.PathLike[str]) -> Adapter:
-    """Load and check an adapter; refuses a tampered file, a newer format or bad weights by name."""
-    config, tensors = read_adapter_file(path)
+def _check_dims(path: str, config: AdapterConfig) -> None:
+    """Each side takes its encoder's dim and returns ``shared_dim``; the anchor parts agree."""
     for side in ("a", "b"):
         sc: SideConfig = getattr(config, side)
         if sc.head.in_dim != sc.identity.dim:
             raise UserError(
                 f"{path}: {side}.head.in_dim ({sc.head.in_dim}) != {side}.identity.dim ({sc.identity.dim})"
             )
-        if sc.head.out_dim != config.shared_dim:
+        if sc.head.output_dim != config.shared_dim:
+            extra = f" + {side}.head.anchors.count ({sc.head.anchors.count})" if sc.head.anchors else ""
             raise UserError(
-                f"{path}: {side}.head.out_dim ({sc.head.out_dim}) != shared_dim ({config.shared_dim})"
+                f"{path}: {side}.head.out_dim ({sc.head.out_dim}){extra} != shared_dim ({config.shared_dim})"
             )
+    if config.a.head.anchors != config.b.head.anchors:
+        raise UserError(
+            f"{path}: a.head.anchors ({config.a.head.anchors}) != b.head.anchors ({config.b.head.anchors}); "
+            "both sides' anchor parts must use the same anchor pairs and settings"
+        )
+
+
+def load_adapter(path: str | os.PathLike[str]) -> Adapter:
+    """Load and check an adapter; refuses a tampered file, a newer format or bad weights by name."""
+    config, tensors = read_adapter_file(path)
+    _check_dims(str(path), config)
     if config.a.identity.weights == "random-init" or config.b.identity.weights == "random-init":
         warnings.warn(f"adapter {path} was trained on embeddings of RANDOM encoder weights", stacklevel=2)
     ha = _build_head("a", config.a.head, tensors, str(path))

@@ -67,3 +67,17 @@ def recall_at_1(za: torch.Tensor, zb: torch.Tensor, block: int = 2048) -> tuple[
         col_other = torch.maximum(col_other, sims.max(0).values)
     hits_ba = int((col_true > col_other).sum())
     return hits_ab / n, hits_ba / n
+
+
+@torch.no_grad()
+def recall_at_1_matrix(sim: torch.Tensor) -> tuple[float, float]:
+    """R@1 both ways (a->b over rows, b->a over columns) of a full similarity matrix ``sim [n, n]`` whose
+    diagonal holds the true pairs; the same rule as :func:`recall_at_1` (a hit beats every other candidate
+    strictly). For a matrix that is not one cosine, e.g. a weighted sum of two."""
+    diag = sim.diagonal().clone()
+    others = sim.clone()
+    others.fill_diagonal_(-float("inf"))
+    n = max(1, sim.shape[0])
+    hits_ab = int((diag > others.max(1).values).sum())
+    hits_ba = int((diag > others.max(0).values).sum())
+    return hits_ab / n, hits_ba / n

@@ -55,14 +55,16 @@ def test_round_trip(trained, tmp_path):
     ad = load_adapter(trained)
     assert isinstance(ad, torch.nn.Module)
     cfg = ad.config
-    assert cfg.format_version == FORMAT_VERSION and cfg.shared_dim == 256
+    anchors = cfg.a.head.anchors  # chosen on validation (or not) by the default settings
+    assert cfg.format_version == FORMAT_VERSION and cfg.b.head.anchors == anchors
+    assert cfg.shared_dim == cfg.a.head.output_dim == 256 + (anchors.count if anchors else 0)
     assert cfg.a.identity.name == "enca" and cfg.b.identity.dim == 16
     assert cfg.a.head.kind == "mlp" and cfg.loss.name == "clip" and "logit_scale" in cfg.loss.learned
     assert cfg.training.rows > 0 and cfg.training.row_ids_sha256.startswith("sha256:")
     assert cfg.training.split["seed"] == 0 and "val_r1" in cfg.metrics
     x = np.random.default_rng(0).standard_normal((5, 32)).astype(np.float32)
     za = ad.a(x)
-    assert isinstance(za, np.ndarray) and za.shape == (5, 256)
+    assert isinstance(za, np.ndarray) and za.shape == (5, cfg.shared_dim)
     assert torch.equal(ad.a(torch.from_numpy(x)), torch.from_numpy(za))
     # saved again from the loaded heads: identical bytes of tensors and config
     from embedeverything.adapter import save_adapter
@@ -187,8 +189,8 @@ def test_pipeline_embeds_raw_files_and_texts(text_image_adapter, tmp_path):
     za = pipe.embed_a(["red green blue", "cold dark"])
     img = _image(tmp_path / "x.png", (200, 10, 30))
     zb = pipe.embed_b([img, str(img)])
-    assert za.shape == (2, 256) and zb.shape == (2, 256)
     ad = load_adapter(path)
+    assert za.shape == (2, ad.config.shared_dim) and zb.shape == (2, ad.config.shared_dim)
     want = ad.b(get_encoder("test-image", dim=10, seed=3).embed([np.asarray(Image.open(img).convert("RGB"))]))
     assert np.allclose(zb[0], want[0], atol=1e-5) and np.allclose(zb[0], zb[1], atol=1e-5)
     with pytest.raises(UserError, match="file not found"):
@@ -205,7 +207,7 @@ def test_pipeline_takes_videos_as_ee_query_does(text_image_adapter, tmp_path):
     pipe = ee.pipeline(path)
     video = write_video(tmp_path / "v.mp4", seconds=3.0)
     zb = pipe.embed_b([video])
-    assert zb.shape == (1, 256) and zb.dtype == np.float32
+    assert zb.shape == (1, load_adapter(path).config.shared_dim) and zb.dtype == np.float32
     middle = decode_video_frame(video, media_duration(video)[0] / 2)
     assert np.abs(middle.reshape(-1, 3).mean(0) - SEGMENT_COLOURS[1]).max() < 40  # the second of three
     want = load_adapter(path).b(get_encoder("test-image", dim=10, seed=3).embed([middle]))
@@ -233,7 +235,7 @@ def test_pipeline_refuses_identity_mismatch_by_field(text_image_adapter, tmp_pat
         warnings.simplefilter("always")
         pipe = ee.pipeline(soft)
     assert any("plugin_version" in str(w.message) for w in caught)
-    assert pipe.embed_a("red").shape == (1, 256)
+    assert pipe.embed_a("red").shape == (1, load_adapter(path).config.shared_dim)
 
 
 def test_public_pipeline_stays_a_function_after_its_module_is_imported():
@@ -247,3 +249,135 @@ def test_public_pipeline_stays_a_function_after_its_module_is_imported():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# ---- the anchor part (format_version 2) ------------------------------------------------------------
+
+
+def _anchor_heads(w: float = 0.3, k: int | None = None, p: float | None = None):
+    """Linear heads with an anchor part whose anchors are 200 random pairs, and the ASIF baseline
+    fitted on the same pairs (its k and p, unless given)."""
+    from embedeverything.evaluate.baselines import fit_asif
+    from embedeverything.heads import AnchorSpec, Head, HeadSpec, with_anchors
+
+    rng = np.random.default_rng(0)
+    ta, tb = rng.standard_normal((200, 24)) * 2 + 3, rng.standard_normal((200, 12)) - 1
+    va, vb = rng.standard_normal((50, 24)) * 2 + 3, rng.standard_normal((50, 12)) - 1
+    ta, tb, va, vb = (x.astype(np.float32) for x in (ta, tb, va, vb))
+    fitted = fit_asif(ta, tb, va, vb)
+    k, p = k or fitted.params["k"], p or fitted.params["p"]
+    spec = AnchorSpec(count=200, k=k, power=p, weight=w)
+    torch.manual_seed(0)
+    heads = []
+    for x in (ta, tb):
+        head = Head(HeadSpec(kind="linear", in_dim=x.shape[1], out_dim=8))
+        mean = torch.from_numpy(x.astype(np.float64).mean(0)).float()
+        head.set_normalization(mean, torch.from_numpy(x.std(0)))
+        anchors = torch.nn.functional.normalize(torch.from_numpy(x) - mean, dim=-1)
+        heads.append(with_anchors(head, spec, mean, anchors))
+    return heads, fitted, (va, vb)
+
+
+def test_anchor_part_is_the_asif_baselines_relative_representation():
+    """Same anchors, same k and p: the head's relative part equals ``fit_asif``'s embedding within 1e-5
+    (the baseline centres in float64, the head in float32; both normalise and rank in float32)."""
+    (ha, hb), fitted, (va, vb) = _anchor_heads()
+    want_a, want_b = fitted.embed(va, vb)
+    with torch.no_grad():
+        got_a, got_b = ha.relative(torch.from_numpy(va)), hb.relative(torch.from_numpy(vb))
+        out_a = ha(torch.from_numpy(va))
+    assert got_a.shape == (50, 200) and (got_a > 0).sum(1).max() <= fitted.params["k"]
+    assert torch.allclose(got_a, want_a, atol=1e-5) and torch.allclose(got_b, want_b, atol=1e-5)
+    assert torch.allclose(out_a[:, 8:], np.sqrt(0.3) * want_a, atol=1e-5)  # the fused output's tail
+
+
+@pytest.mark.parametrize(("w", "k", "p"), [(0.3, None, None), (0.9, 16, 8.0), (0.1, 200, 1.0)])
+def test_fused_dot_product_is_the_weighted_sum(w, k, p):
+    """out_a . out_b = (1 - w) cos(h_a, h_b) + w rel_a . rel_b, and each output has unit norm (1e-5)."""
+    (ha, hb), _, (va, vb) = _anchor_heads(w, k, p)
+    xa, xb = torch.from_numpy(va), torch.from_numpy(vb)
+    with torch.no_grad():
+        out_a, out_b = ha(xa), hb(xb)
+        la, lb = ha.net(ha.standardize(xa)), hb.net(hb.standardize(xb))
+        cos = torch.nn.functional.normalize(la, dim=-1) @ torch.nn.functional.normalize(lb, dim=-1).T
+        rel = ha.relative(xa) @ hb.relative(xb).T
+    assert out_a.shape == (50, 8 + 200) and ha.spec.output_dim == 208
+    assert torch.allclose(out_a @ out_b.T, (1 - w) * cos + w * rel, atol=1e-5)
+    assert torch.allclose(out_a.norm(dim=1), torch.ones(50), atol=1e-5)
+    assert torch.allclose(ha(xa[3]).detach(), out_a[3], atol=1e-6)  # one vector, as AdapterSide takes it
+
+
+def _anchor_adapter(tmp_path, trained):
+    """The trained adapter's config with both heads replaced by anchored ones (24/12-d inputs)."""
+    from embedeverything.adapter import save_adapter
+
+    (ha, hb), _, _ = _anchor_heads()
+    cfg = read_adapter_file(trained)[0]
+    update = {}
+    for side, head in (("a", ha), ("b", hb)):
+        ident = getattr(cfg, side).identity.model_copy(update={"dim": head.spec.in_dim})
+        update[side] = getattr(cfg, side).model_copy(update={"identity": ident, "head": head.spec})
+    cfg = cfg.model_copy(update={**update, "shared_dim": ha.spec.output_dim})
+    return save_adapter(tmp_path / "anchored.safetensors", cfg, ha, hb), (ha, hb)
+
+
+def test_anchor_adapter_round_trip_is_bitwise(trained, tmp_path):
+    path, (ha, hb) = _anchor_adapter(tmp_path, trained)
+    ad = load_adapter(path)
+    assert ad.config.shared_dim == 208 and ad.config.a.head.anchors.count == 200
+    _, tensors = read_adapter_file(path)
+    assert {"a.anchors", "a.anchor_mean", "b.anchors", "b.anchor_mean"} <= set(tensors)
+    for side, head in (("a", ad.a.head), ("b", ad.b.head)):
+        mine = ha if side == "a" else hb
+        for k, v in mine.state_dict().items():
+            assert torch.equal(head.state_dict()[k], v), k
+    x = np.random.default_rng(1).standard_normal((7, 24)).astype(np.float32)
+    with torch.no_grad():
+        assert np.array_equal(ad.a(x), ha(torch.from_numpy(x)).numpy())
+    from embedeverything.adapter import save_adapter
+
+    again = save_adapter(tmp_path / "again.safetensors", ad.config, ad.a.head, ad.b.head)
+    c2, t2 = read_adapter_file(again)
+    assert c2 == ad.config and all(torch.equal(tensors[k], t2[k]) for k in tensors)
+
+
+def test_anchor_parts_must_agree_and_fit_shared_dim(trained, tmp_path):
+    path, _ = _anchor_adapter(tmp_path, trained)
+    meta, tensors = _raw(path)
+    cfg = json.loads(meta[META_CONFIG])
+    cfg["b"]["head"]["anchors"]["weight"] = 0.5
+    with pytest.raises(UserError, match=r"a\.head\.anchors .* != b\.head\.anchors"):
+        load_adapter(_write(tmp_path / "w.safetensors", {**meta, META_CONFIG: json.dumps(cfg)}, tensors))
+    cfg = json.loads(meta[META_CONFIG])
+    cfg["shared_dim"] = 8
+    with pytest.raises(
+        UserError, match=r"a\.head\.out_dim \(8\) \+ a\.head\.anchors\.count \(200\) != shared_dim"
+    ):
+        load_adapter(_write(tmp_path / "d.safetensors", {**meta, META_CONFIG: json.dumps(cfg)}, tensors))
+    fewer = {k: v for k, v in tensors.items() if k != "b.anchors"}
+    with pytest.raises(UserError, match=r"side b .*missing \['anchors'\]"):
+        load_adapter(_write(tmp_path / "m.safetensors", meta, fewer))
+    cfg = json.loads(meta[META_CONFIG])
+    cfg["a"]["head"].update(kind="identity", out_dim=24)
+    with pytest.raises(UserError, match=r"a\.head: .*an identity head has no anchor part"):
+        load_adapter(_write(tmp_path / "i.safetensors", {**meta, META_CONFIG: json.dumps(cfg)}, tensors))
+
+
+def test_reads_format_version_1(tmp_path):
+    """A file as version 1 wrote it (no anchors, no refit fields) loads, migrated to the current version."""
+    make_store(tmp_path / "s.zarr", n=200)
+    cfg1 = make_config(epochs=2, refit=False, anchors="off", **FAST)
+    res = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "out", cfg1)
+    meta, tensors = _raw(res.adapter_path)
+    cfg = json.loads(meta[META_CONFIG])
+    cfg["format_version"] = 1
+    for side in ("a", "b"):
+        del cfg[side]["head"]["anchors"]
+    for field in ("refit_epochs", "anchors"):
+        del cfg["training"][field]
+    v1 = _write(tmp_path / "v1.safetensors", {**meta, META_CONFIG: json.dumps(cfg)}, tensors)
+    ad = load_adapter(v1)
+    assert ad.config.format_version == FORMAT_VERSION == 2
+    assert ad.config.a.head.anchors is None and ad.config.training.refit_epochs is None
+    x = np.random.default_rng(0).standard_normal((3, 32)).astype(np.float32)
+    assert np.array_equal(ad.a(x), load_adapter(res.adapter_path).a(x))

@@ -23,9 +23,9 @@ from embedeverything.errors import UserError
 from embedeverything.manifest import MediaRef, Pair
 from embedeverything.plugins import register_plugin, unregister_plugin
 from embedeverything.store import DONE, FAILED, Store
-from embedeverything.train import make_config, train
+from embedeverything.train import make_config, recall_at_1, train
 from embedeverything.train.data import StreamingPairs
-from embedeverything.train.split import load_split
+from embedeverything.train.split import load_split, rows_hash
 
 
 def make_store(
@@ -121,7 +121,13 @@ def test_planted_relation_is_recovered(tmp_path):
     from embedeverything.train import recall_at_1
 
     assert min(recall_at_1(za, zb)) > 0.9
-    assert ad.config.training.rows == split.train.size
+    # the default refits on train + val for the best epoch count: the adapter records those rows
+    t = ad.config.training
+    both = np.sort(np.concatenate([split.train, split.val]))
+    assert t.refit_epochs == res.best_epoch == res.refit_epochs and t.rows == both.size
+    assert t.row_ids_sha256 == rows_hash(store.ids(), both) != rows_hash(store.ids(), split.train)
+    refit_lines = (tmp_path / "out" / "metrics-refit.jsonl").read_text().splitlines()
+    assert len(refit_lines) == res.best_epoch and "val_r1" not in json.loads(refit_lines[-1])
 
 
 def test_shared_space_side_stays_identity(tmp_path):
@@ -148,10 +154,58 @@ def test_paper_preset_settings():
     assert cfg.loss == "clip" and cfg.loss_options["temperature"] == 0.07
     assert abs(cfg.fractions[0] + cfg.fractions[1] - 0.67) < 1e-9 and cfg.fractions[2] == 0.33
     assert make_config("paper", epochs=3).epochs == 3
+    assert (cfg.refit, cfg.anchors) == (False, "off")  # the paper's run: no refit, no anchor part
+    assert (make_config().refit, make_config().anchors) == (True, "auto")
     with pytest.raises(UserError, match="lr"):
         make_config(lr=-1)
     with pytest.raises(UserError, match="unknown preset"):
         make_config("fast")
+
+
+def test_paper_preset_trains_as_before(tmp_path):
+    """No refit, no anchor part: the selection run's best heads on the train rows, as the paper's run."""
+    make_store(tmp_path / "s.zarr", n=300)
+    res = train(
+        str(tmp_path / "s.zarr"), None, None, tmp_path / "out", make_config("paper", epochs=3, **FAST)
+    )
+    ad = load_adapter(res.adapter_path)
+    t = ad.config.training
+    split = load_split(tmp_path / "out" / "split.json")
+    assert t.refit_epochs is None and t.anchors is None and res.anchors is None
+    assert ad.config.a.head.anchors is None and ad.config.b.head.anchors is None
+    assert ad.config.shared_dim == 256 and t.rows == split.train.size
+    assert t.row_ids_sha256 == rows_hash(Store.open(str(tmp_path / "s.zarr")).ids(), split.train)
+    assert set(os.listdir(tmp_path / "out")) == {
+        "adapter.safetensors",
+        "checkpoint.safetensors",
+        "metrics.jsonl",
+        "split.json",
+    }
+    assert set(ad.config.metrics) == {"val_loss", "val_r1", "val_r1_a2b", "val_r1_b2a", "best_epoch"}
+
+
+def test_chosen_anchor_part_scores_on_validation_what_the_adapter_gives(tmp_path):
+    """Weak heads (3 epochs): the grid picks an anchor part; ``val_r1`` is the fused score, and the
+    adapter (no refit: anchors = train rows) gives that R@1 on the validation rows."""
+    make_store(tmp_path / "s.zarr", n=300, noise=1.0)
+    cfg = make_config(epochs=3, head_kind="mlp", refit=False, **FAST)
+    res = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "out", cfg)
+    ad = load_adapter(res.adapter_path)
+    an, spec = ad.config.training.anchors, ad.config.a.head.anchors
+    assert an is not None and an["weight"] > 0 and spec is not None and spec == ad.config.b.head.anchors
+    split = load_split(tmp_path / "out" / "split.json")
+    assert spec.count == an["count"] == split.train.size and ad.config.shared_dim == 256 + spec.count
+    assert res.metrics["val_r1"] == an["val_r1"] > an["val_r1_heads_alone"] == res.metrics["val_r1_heads"]
+    store = Store.open(str(tmp_path / "s.zarr"))
+    za = ad.a(torch.from_numpy(store.embedding("a.enca-0123456789").read(split.val)))
+    zb = ad.b(torch.from_numpy(store.embedding("b.encb-0123456789").read(split.val)))
+    assert torch.allclose(za.norm(dim=1), torch.ones(len(za)), atol=1e-5)
+    r_ab, r_ba = recall_at_1(za, zb)
+    tol = 1 / split.val.size  # one pair's rank may flip: the grid sums two cosines, the adapter one
+    assert abs(r_ab - an["val_r1_a2b"]) <= tol and abs(r_ba - an["val_r1_b2a"]) <= tol
+    grid = json.loads((tmp_path / "out" / "anchors.json").read_text())["grid"]
+    ks = {min(k, spec.count) for k in (16, 64, 256, 800)}  # ASIF's k, capped at the anchor count
+    assert len(grid) == 1 + len(ks) * 3 * 9 and max(g["val_r1"] for g in grid) == an["val_r1"]
 
 
 def _adapter_state(path: Path) -> tuple[dict, dict]:
@@ -168,21 +222,25 @@ def _assert_same_adapter(p1: Path, p2: Path) -> None:
         assert torch.equal(t1[k], t2[k]), k  # bitwise
 
 
-def test_resume_after_interruption_in_process_is_bitwise_equal(tmp_path):
+@pytest.mark.parametrize("phase", ["select", "refit"])
+def test_resume_after_interruption_in_process_is_bitwise_equal(tmp_path, phase):
+    """Cut in the selection run or in the refit (dropout draws from the restored RNG in both)."""
     make_store(tmp_path / "s.zarr", n=400)
     cfg = make_config(epochs=8, head_kind="mlp", mlp_width=24, dropout=0.2, patience=None, **FAST)
     full = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "full", cfg)
+    assert full.refit_epochs == full.best_epoch >= 3
 
     class Stop(Exception):
         pass
 
     def stop_at_3(rep):
-        if rep.epoch == 3:
+        if rep.phase == phase and rep.epoch == 3:
             raise Stop
 
     with pytest.raises(Stop):
         train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg, progress=stop_at_3)
     assert not (tmp_path / "cut" / "adapter.safetensors").exists()
+    assert (tmp_path / "cut" / "checkpoint-refit.safetensors").exists() == (phase == "refit")
     with pytest.raises(UserError, match="--resume"):
         train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg)
     with pytest.raises(UserError, match="settings.lr"):
@@ -195,16 +253,18 @@ def test_resume_after_interruption_in_process_is_bitwise_equal(tmp_path):
             resume=True,
         )
     res = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg, resume=True)
-    assert res.resumed_from == 3 and res.epochs_run == 8
+    assert res.resumed_from == (3 if phase == "select" else 8) and res.epochs_run == 8
     _assert_same_adapter(full.adapter_path, res.adapter_path)
     assert (tmp_path / "cut" / "metrics.jsonl").read_text().count("\n") == 8
+    assert (tmp_path / "cut" / "metrics-refit.jsonl").read_text().count("\n") == full.refit_epochs
     # resuming a finished run rewrites the same adapter
     again = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg, resume=True)
     _assert_same_adapter(full.adapter_path, again.adapter_path)
 
 
 @pytest.mark.slow
-def test_resume_after_kill_9_is_bitwise_equal(tmp_path):
+@pytest.mark.parametrize("phase", ["select", "refit"])
+def test_resume_after_kill_9_is_bitwise_equal(tmp_path, phase):
     make_store(tmp_path / "s.zarr", n=600, chunk=256)
     args = ["--epochs", "80", "--patience", "0", "--checkpoint-every", "0", "--threads", "1", "--head", "mlp"]
     cfg = make_config(epochs=80, patience=None, head_kind="mlp", **FAST)
@@ -219,8 +279,8 @@ def test_resume_after_kill_9_is_bitwise_equal(tmp_path):
     proc = subprocess.Popen(
         [*cmd, "--out", str(out), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
-    ckpt = out / "checkpoint.safetensors"
-    deadline = time.monotonic() + 60
+    ckpt = out / ("checkpoint.safetensors" if phase == "select" else "checkpoint-refit.safetensors")
+    deadline = time.monotonic() + 120
     while not ckpt.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
     time.sleep(0.3)
@@ -228,11 +288,16 @@ def test_resume_after_kill_9_is_bitwise_equal(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
     assert not (out / "adapter.safetensors").exists(), "the run finished before the kill"
+    refit_lines = out / "metrics-refit.jsonl"
+    refit_done = refit_lines.read_text().count("\n") if refit_lines.exists() else 0
     done = subprocess.run(
-        [*cmd, "--out", str(out), *args, "--resume"], capture_output=True, text=True, timeout=120
+        [*cmd, "--out", str(out), *args, "--resume"], capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr
     full = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "full", cfg)
+    assert full.refit_epochs is not None and full.refit_epochs > 10
+    if phase == "refit":  # killed during the refit, not after it
+        assert 0 < refit_done < full.refit_epochs, (refit_done, full.refit_epochs)
     _assert_same_adapter(full.adapter_path, out / "adapter.safetensors")
 
 

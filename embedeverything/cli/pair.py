@@ -27,6 +27,10 @@ def _progress() -> tuple[Any, Any]:
             if "id" not in state:
                 display.start()
                 state["id"] = display.add_task("train", total=rep.epochs, info="")
+            phase = getattr(rep, "phase", "select")
+            if state.get("phase", phase) != phase:  # the refit: a bar of its own
+                state["id"] = display.add_task("refit", total=rep.epochs, info="")
+            state["phase"] = phase
             info = "" if rep.loss is None else f"loss {rep.loss:.3f}"
             if getattr(rep, "val_r1", None) is not None:
                 info += f"  val R@1 {rep.val_r1:.3f}"
@@ -103,6 +107,15 @@ def pair_cmd(
     head_a: Annotated[str | None, typer.Option(help="Head of side a: auto, identity, linear, mlp.")] = None,
     head_b: Annotated[str | None, typer.Option(help="Head of side b: auto, identity, linear, mlp.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the split and the heads.")] = None,
+    refit: Annotated[
+        bool | None,
+        typer.Option(
+            "--refit/--no-refit", help="Retrain on train+val for the best epoch count (default on)."
+        ),
+    ] = None,
+    anchors: Annotated[
+        str | None, typer.Option(help="auto (an anchor part chosen on validation) or off.")
+    ] = None,
     train_opt: Opt = None,
     workers: Annotated[int | None, typer.Option(help="Embed on a local Dask cluster of N workers.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Embed on an existing Dask cluster.")] = None,
@@ -122,6 +135,8 @@ def pair_cmd(
         "head_a": head_a,
         "head_b": head_b,
         "seed": seed,
+        "refit": refit,
+        "anchors": anchors,
     }.items():
         if v is not None:
             train_options[k] = v

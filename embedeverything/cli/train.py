@@ -46,20 +46,27 @@ class _EpochBar:
             transient=False,
         )
         self.task: Any = None
+        self.phase = ""
 
     def on_epoch(self, rep: EpochReport) -> None:
-        if self.task is None:
-            self.bar.start()
+        if self.task is None or rep.phase != self.phase:  # each phase (select, refit) a bar of its own
+            if self.task is None:
+                self.bar.start()
+            self.phase = rep.phase
             self.task = self.bar.add_task(
                 "train", total=rep.epochs, completed=rep.epoch, loss="-", r1="-", best="-"
             )
             return
+
+        def fmt(x: float | None) -> str:
+            return "-" if x is None else f"{x:.3f}"
+
         self.bar.update(
             self.task,
             completed=rep.epoch,
             loss=f"{rep.loss:.4f}",
-            r1=f"{rep.val_r1:.3f}",
-            best=f"{rep.best_r1:.3f}",
+            r1=fmt(rep.val_r1),
+            best=fmt(rep.best_r1),
         )
 
     def __enter__(self) -> _EpochBar:
@@ -123,6 +130,15 @@ def train_cmd(
         float | None, typer.Option(help="Seconds between checkpoints (0: every epoch).")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all CPUs available).")] = None,
+    refit: Annotated[
+        bool | None,
+        typer.Option(
+            "--refit/--no-refit", help="Retrain on train+val for the best epoch count (default on)."
+        ),
+    ] = None,
+    anchors: Annotated[
+        str | None, typer.Option(help="auto (an anchor part chosen on validation) or off.")
+    ] = None,
 ) -> int:
     """Train heads so that pairs land together; writes OUT/adapter.safetensors."""
     from ..train import make_config, train
@@ -147,6 +163,8 @@ def train_cmd(
         "stream": stream,
         "checkpoint_every_s": checkpoint_every,
         "threads": threads,
+        "refit": refit,
+        "anchors": anchors,
     }
     overrides = {k: v for k, v in given.items() if v is not None}
     if patience is not None:
@@ -165,5 +183,15 @@ def train_cmd(
         f"val R@1 {m.get('val_r1', float('nan')):.3f} (a->b {m.get('val_r1_a2b', float('nan')):.3f}, "
         f"b->a {m.get('val_r1_b2a', float('nan')):.3f})"
     )
+    an = result.anchors
+    if an is not None and an["weight"] > 0:
+        print(
+            f"anchor part: {an['count']} anchors, k {an['k']}, p {an['power']:g}, weight {an['weight']:g} "
+            f"(val R@1 {an['val_r1']:.3f}; heads alone {an['val_r1_heads_alone']:.3f})"
+        )
+    elif an is not None:
+        print("anchor part: none (no setting beat the heads alone on validation)")
+    if result.refit_epochs is not None:
+        print(f"refit on train + val for {result.refit_epochs} epochs")
     print(f"adapter: {result.adapter_path}", file=sys.stdout)
     return 0

@@ -29,6 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..heads import (
+    ASIF_KS,
+    ASIF_POWERS,
+    anchor_pick,
+    anchor_topk,
+    relative_representation,
+    sparse_relative,
+)
 from .metrics import mean_r1
 
 Embed = Callable[[np.ndarray, np.ndarray], tuple[torch.Tensor, torch.Tensor]]
@@ -208,51 +216,38 @@ def fit_cca(train_a: np.ndarray, train_b: np.ndarray, val_a: np.ndarray, val_b: 
 
 # ---- ASIF-style relative representations -------------------------------------------------------------
 
-ASIF_KS = (16, 64, 256, 800)
-ASIF_POWERS = (1.0, 4.0, 8.0)
-ASIF_MAX_ANCHORS = 4000
-
 
 def fit_asif(
     train_a: np.ndarray, train_b: np.ndarray, val_a: np.ndarray, val_b: np.ndarray, seed: int = 0
 ) -> Fitted:
     """No training: anchors are (a subsample of) the training pairs; k and p are chosen on val."""
     t0 = time.perf_counter()
-    n = train_a.shape[0]
-    pick = np.arange(n)
-    if n > ASIF_MAX_ANCHORS:
-        pick = np.sort(np.random.default_rng(seed).choice(n, ASIF_MAX_ANCHORS, replace=False))
+    pick = anchor_pick(train_a.shape[0], seed)
     sa, sb = _Stats(_t(train_a)), _Stats(_t(train_b))
     anchors_a = F.normalize(sa.centre(train_a[pick]), dim=-1).float()  # [m, da]
     anchors_b = F.normalize(sb.centre(train_b[pick]), dim=-1).float()  # [m, db]
     m = anchors_a.shape[0]
-
     ks = sorted({min(k, m) for k in ASIF_KS})
-
-    def top(x: torch.Tensor, anchors: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sims = F.normalize(x.float(), dim=-1) @ anchors.T  # [n, m]
-        t = torch.topk(sims, k, dim=1)  # sorted: the top k' < k are its first k' columns
-        return t.values, t.indices
-
-    def relative(tv: torch.Tensor, ti: torch.Tensor, k: int, p: float) -> torch.Tensor:
-        vals = tv[:, :k].clamp(min=0) ** p
-        out = torch.zeros(tv.shape[0], m).scatter_(1, ti[:, :k], vals)
-        return F.normalize(out, dim=-1)
 
     def embedder(k: int, p: float) -> Embed:
         def embed(xa: np.ndarray, xb: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-            ta, tb = top(sa.centre(xa), anchors_a, k), top(sb.centre(xb), anchors_b, k)
-            return relative(*ta, k, p), relative(*tb, k, p)
+            return (
+                relative_representation(sa.centre(xa), anchors_a, k, p),
+                relative_representation(sb.centre(xb), anchors_b, k, p),
+            )
 
         return embed
 
     # validation: the top-k of the largest k once, sliced for the smaller ones
-    va, vb = top(sa.centre(val_a), anchors_a, ks[-1]), top(sb.centre(val_b), anchors_b, ks[-1])
+    va, vb = (
+        anchor_topk(sa.centre(val_a), anchors_a, ks[-1]),
+        anchor_topk(sb.centre(val_b), anchors_b, ks[-1]),
+    )
     best: tuple[float, dict[str, Any]] | None = None
     grid = []
     for k in ks:
         for p in ASIF_POWERS:
-            score = mean_r1(relative(*va, k, p), relative(*vb, k, p))
+            score = mean_r1(sparse_relative(*va, k, p, m), sparse_relative(*vb, k, p, m))
             params = {"anchors": m, "k": k, "p": p}
             grid.append({**params, "val_r1": score})
             if best is None or score > best[0]:

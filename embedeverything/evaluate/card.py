@@ -94,10 +94,18 @@ def _encoders(c: AdapterConfig) -> list[str]:
     for s in ("a", "b"):
         sc = getattr(c, s)
         i = sc.identity
-        head = sc.head.kind + (
-            f" (width {sc.head.width or max(sc.head.in_dim, sc.head.out_dim)}, depth {sc.head.depth})"
-            if sc.head.kind == "mlp"
-            else ""
+        head = (
+            sc.head.kind
+            + (
+                f" (width {sc.head.width or max(sc.head.in_dim, sc.head.out_dim)}, depth {sc.head.depth})"
+                if sc.head.kind == "mlp"
+                else ""
+            )
+            + (
+                f" + anchor part ({sc.head.anchors.count} anchors, weight {sc.head.anchors.weight:g})"
+                if sc.head.anchors is not None
+                else ""
+            )
         )
         weights = i.weights if len(i.weights) < 24 else i.weights[:23] + "…"
         lines.append(
@@ -133,6 +141,19 @@ def _data_and_training(c: AdapterConfig) -> list[str]:
         f"| epochs run | {t.epochs_run} (best {t.best_epoch}{', stopped early' if t.stopped_early else ''}) |",
         f"| learned by the loss | {', '.join(f'{k} {_fmt(v)}' for k, v in c.loss.learned.items()) or '-'} |",
     ]
+    if t.refit_epochs is not None:
+        lines.append(f"| refit | from scratch on train + val for {t.refit_epochs} epochs ({t.rows} rows) |")
+    if t.anchors is not None:
+        an = t.anchors
+        chosen = (
+            f"{an['count']} anchors, k {an['k']}, p {_fmt(an['power'])}, weight {_fmt(an['weight'])}"
+            if an.get("weight")
+            else "none"
+        )
+        lines.append(
+            f"| anchor part (chosen on val) | {chosen}: val R@1 {_fmt(an['val_r1'])} "
+            f"(heads alone {_fmt(an['val_r1_heads_alone'])}) |"
+        )
     if t.train_seconds is not None:
         lines.append(f"| training time | {t.train_seconds:.1f} s |")
     return lines

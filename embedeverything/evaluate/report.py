@@ -297,13 +297,16 @@ def _report(
 
 
 def _check_split_is_the_adapters(data: EvalData, split: SplitRows) -> None:
-    """The split's train rows must be the ones the adapter was trained on, or 'test' would leak."""
-    from ..train.split import rows_hash
+    """The split's train rows (with its validation rows after a refit) must be the ones the adapter was
+    trained on, or 'test' would leak."""
+    from ..train.split import refit_rows, rows_hash
 
     raw = json.loads(split.path.read_text())
     train_rows = np.asarray(raw["rows"]["train"], dtype=np.int64)
-    recorded = data.adapter.config.training.row_ids_sha256
-    if rows_hash(data.meta["id"], train_rows) != recorded:
+    training = data.adapter.config.training
+    if training.refit_epochs is not None:
+        train_rows = refit_rows(train_rows, np.asarray(raw["rows"]["val"], dtype=np.int64))
+    if rows_hash(data.meta["id"], train_rows) != training.row_ids_sha256:
         raise UserError(
             f"split {split.path} is not the one adapter {data.adapter_path} was trained on "
             "(its train rows differ from training.row_ids_sha256); pass the training run's split.json"

@@ -25,6 +25,9 @@ from .config import TrainConfig
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 METRICS_FILE = "metrics.jsonl"
+#: the refit phase's own checkpoint and metrics (the selection run's stay as they were)
+REFIT_CHECKPOINT_FILE = "checkpoint-refit.safetensors"
+REFIT_METRICS_FILE = "metrics-refit.jsonl"
 
 #: settings a resume may change: they change how a run goes, not what it computes
 _UNFINGERPRINTED = ("checkpoint_every_s", "memory_budget", "stream")
@@ -46,18 +49,33 @@ class TrainState:
     finished: bool = False
     best: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def add(self, record: dict[str, Any], modules: Mapping[str, torch.nn.Module], cfg: TrainConfig) -> None:
-        """Take an epoch's record: keep the modules if best (R@1, then validation loss), stop if stalled."""
-        r1, val_loss = record["val_r1"], record["val_loss"]
-        if r1 > self.best_r1 or (r1 == self.best_r1 and val_loss < self.best_val_loss):
-            self.best_r1, self.best_val_loss, self.best_epoch, self.bad_epochs = r1, val_loss, self.epoch, 0
-            self.best = module_tensors(modules)
+    def add(
+        self,
+        record: dict[str, Any],
+        modules: Mapping[str, torch.nn.Module],
+        epochs: int,
+        patience: int | None,
+    ) -> None:
+        """Take an epoch's record: keep the modules if best (R@1, then validation loss), stop if stalled.
+        Without validation (a refit) the last epoch is the one kept, and nothing stops it early."""
+        if "val_r1" in record:
+            r1, val_loss = record["val_r1"], record["val_loss"]
+            if r1 > self.best_r1 or (r1 == self.best_r1 and val_loss < self.best_val_loss):
+                self.best_r1, self.best_val_loss, self.best_epoch, self.bad_epochs = (
+                    r1,
+                    val_loss,
+                    self.epoch,
+                    0,
+                )
+                self.best = module_tensors(modules)
+            else:
+                self.bad_epochs += 1
         else:
-            self.bad_epochs += 1
+            self.best_epoch = self.epoch
         self.history.append(record)
-        if cfg.patience is not None and self.bad_epochs >= cfg.patience:
+        if patience is not None and self.bad_epochs >= patience:
             self.stopped_early = True
-        if self.stopped_early or self.epoch >= cfg.epochs:
+        if self.stopped_early or self.epoch >= epochs:
             self.finished = True
 
 
@@ -86,9 +104,9 @@ def load_module_tensors(modules: Mapping[str, torch.nn.Module], tensors: Mapping
         module.load_state_dict({k[len(p) :]: v for k, v in tensors.items() if k.startswith(p)}, strict=True)
 
 
-def open_checkpoint(out: Path, fp: dict[str, Any], resume: bool) -> Checkpoint | None:
-    """The checkpoint in ``out`` to resume from, None to start afresh; UserError when it cannot be."""
-    path = out / CHECKPOINT_FILE
+def open_checkpoint(path: Path, fp: dict[str, Any], resume: bool) -> Checkpoint | None:
+    """The checkpoint at ``path`` to resume from, None to start afresh; UserError when it cannot be."""
+    out = path.parent
     if not path.exists():
         return None
     if not resume:
@@ -101,7 +119,7 @@ def open_checkpoint(out: Path, fp: dict[str, Any], resume: bool) -> Checkpoint |
         if theirs.get(k) != fp[k]:
             diff = k
             if k == "settings":
-                diff = ", ".join(f"settings.{s}" for s in fp[k] if theirs[k].get(s) != fp[k][s])
+                diff = ", ".join(f"settings.{s}" for s in fp[k] if theirs.get(k, {}).get(s) != fp[k][s])
             raise UserError(f"cannot resume in {out}: the checkpoint differs in {diff}; use another --out")
     return ckpt
 

@@ -2,8 +2,10 @@
 
 Defaults are chosen to work from a few hundred pairs to millions: a batch that gives several steps per
 epoch on a small set (``min(256, max(16, n_train // 8))``), AdamW at lr 1e-3, up to 200 epochs with early
-stopping on validation R@1. The paper's run (``preset="paper"``) is Adam, lr 1e-4, batch 4096, 300
-epochs, no early stopping, the CLIP loss with a learnable temperature initialised at 0.07.
+stopping on validation R@1; then an anchor part chosen on validation (``anchors="auto"``) and a refit
+from scratch on train + validation for the epochs that early stopping chose (``refit=True``). The
+paper's run (``preset="paper"``) is Adam, lr 1e-4, batch 4096, 300 epochs, no early stopping, the CLIP
+loss with a learnable temperature initialised at 0.07, no anchors and no refit.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class TrainConfig(BaseModel):
     stream: bool | None = None  # None: stream when the train part exceeds memory_budget
     memory_budget: int | None = None  # bytes; None: half the memory available
     threads: int | None = None  # torch threads (results depend on it; a resume keeps it)
+    # after early stopping: train again from scratch on train + val for the best epoch count
+    refit: bool = True
+    # "auto": an ASIF-style anchor part fused with both heads, settings (or none) chosen on validation
+    anchors: Literal["auto", "off"] = "auto"
 
     @field_validator("lr", "dim", "epochs", "val_max_rows", "mlp_depth")
     @classmethod
@@ -75,6 +81,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "loss_options": {"temperature": 0.07, "max_scale": 100.0},
         "head_kind": "linear",
         "fractions": (0.60, 0.07, 0.33),
+        "refit": False,
+        "anchors": "off",
     },
 }
 

@@ -7,7 +7,7 @@ same seeds: torch's RNG is seeded just before the heads and the loss are built; 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,10 @@ from ..errors import UserError
 from ..heads import Head, HeadKind, HeadSpec
 from ..store import EmbeddingArray, Store, paired_rows
 from .checkpoint import (
+    CHECKPOINT_FILE,
     METRICS_FILE,
+    REFIT_CHECKPOINT_FILE,
+    REFIT_METRICS_FILE,
     Checkpoint,
     TrainState,
     fingerprint,
@@ -31,12 +34,16 @@ from .checkpoint import (
 from .config import TrainConfig, auto_batch_size
 from .data import InMemoryPairs, PairSource, StreamingPairs, default_memory_budget, label_codes
 from .losses import HeadPair, Loss, build_loss
-from .split import Split, make_split, rows_hash, save_split
+from .split import Split, make_split, refit_rows, rows_hash, save_split
 
 
 @dataclass
 class Run:
-    """One training run, built: what the loop drives and what the adapter records."""
+    """One phase of a training run, built: what the loop drives and what the adapter records.
+
+    Phase ``select`` trains on the train part with validation and early stopping; phase ``refit`` trains
+    the same way from scratch on train + validation rows for a fixed number of epochs, without validation.
+    """
 
     cfg: TrainConfig
     out: Path
@@ -45,20 +52,33 @@ class Run:
     arr_b: EmbeddingArray
     ids: np.ndarray
     split: Split
+    codes: np.ndarray | None  # label codes per store row (None: no labels)
     shared_dim: int
     heads: HeadPair
     loss: Loss
     opt: torch.optim.Optimizer
     source: PairSource
-    val: InMemoryPairs
+    val: InMemoryPairs | None  # None: no validation (the refit)
     batch_size: int
     streamed: bool
     fingerprint: dict[str, Any]
+    rows: np.ndarray  # the store rows trained on, sorted
+    means: tuple[torch.Tensor, torch.Tensor]  # mean of those rows, per side
+    epochs: int  # the most epochs of this phase
+    phase: str = "select"
 
     @property
     def modules(self) -> dict[str, torch.nn.Module]:
         """The trained modules by checkpoint prefix (their order is the checkpoint's)."""
         return {"a": self.heads.a, "b": self.heads.b, "loss": self.loss}
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / (CHECKPOINT_FILE if self.phase == "select" else REFIT_CHECKPOINT_FILE)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / (METRICS_FILE if self.phase == "select" else REFIT_METRICS_FILE)
 
 
 def resolve_array(store: Store, side: str, key: str | None) -> EmbeddingArray:
@@ -152,30 +172,21 @@ def prepare(
     """The run, its state (restored from ``out``'s checkpoint when resuming), and the epoch resumed from."""
     store = Store.open(store_location, read_only=True)
     arr_a, arr_b = resolve_array(store, "a", a_key), resolve_array(store, "b", b_key)
-    ida, idb = arr_a.identity, arr_b.identity
-    assert ida is not None and idb is not None  # resolve_array refuses arrays without one
     meta = store.rows()
     ids = meta["id"]
     n = min(arr_a.n_rows, arr_b.n_rows, len(ids))
     split = make_split(paired_rows(arr_a, arr_b, n), meta, seed=cfg.seed, fractions=cfg.fractions)
     fp = fingerprint(cfg, arr_a, arr_b, rows_hash(ids, np.concatenate([split.train, split.val, split.test])))
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = open_checkpoint(out, fp, resume)
+    ckpt = open_checkpoint(out / CHECKPOINT_FILE, fp, resume)
     save_split(split, ids, out)
-
-    spec_a, spec_b, shared_dim = choose_heads(ida, idb, cfg)
-    torch.manual_seed(cfg.seed)
-    head_a, head_b = Head(spec_a), Head(spec_b)
-    loss = build_loss(cfg.loss, cfg.loss_options, {"precision": cfg.precision, "compile": cfg.compile})
     codes = label_codes(meta["label"][:n]) if n else None
-    source, val, streamed = _data(arr_a, arr_b, split, codes, cfg)
-    ma, sa, mb, sb = source.stats()
-    head_a.set_normalization(ma, sa)
-    head_b.set_normalization(mb, sb)
-    params = [p for h in (head_a, head_b) for p in h.parameters()]
-    loss_params = [p for p in loss.parameters() if p.requires_grad]
-    opt = make_optimizer(cfg, [{"params": params}, {"params": loss_params, "weight_decay": 0.0}])
-
+    val_rows = split.val
+    if val_rows.size > cfg.val_max_rows:
+        pick = np.random.default_rng(cfg.seed).choice(val_rows.size, cfg.val_max_rows, replace=False)
+        val_rows = np.sort(val_rows[pick])
+    val = InMemoryPairs.from_store(arr_a, arr_b, val_rows, None if codes is None else codes[val_rows])
+    parts = _build(cfg, arr_a, arr_b, split.train, codes, None)
     run = Run(
         cfg=cfg,
         out=out,
@@ -184,50 +195,85 @@ def prepare(
         arr_b=arr_b,
         ids=ids,
         split=split,
-        shared_dim=shared_dim,
-        heads=HeadPair.build(head_a, head_b, cfg.compile),
-        loss=loss,
-        opt=opt,
-        source=source,
+        codes=codes,
         val=val,
-        batch_size=cfg.batch_size or auto_batch_size(source.n),
-        streamed=streamed,
         fingerprint=fp,
+        rows=split.train,
+        epochs=cfg.epochs,
+        **parts,
     )
     state, resumed_from = _start_state(run, ckpt)
     return run, state, resumed_from
 
 
-def _data(
-    arr_a: EmbeddingArray, arr_b: EmbeddingArray, split: Split, codes: np.ndarray | None, cfg: TrainConfig
-) -> tuple[PairSource, InMemoryPairs, bool]:
-    """Training pairs (streamed when the train part exceeds the memory budget), validation pairs."""
+def prepare_refit(run: Run, epochs: int, resume: bool) -> tuple[Run, TrainState, int | None]:
+    """The refit phase of ``run``: new heads, loss and optimiser from the same seed, trained on train +
+    validation rows for ``epochs`` epochs with the selection run's batch size; resumed from its own
+    checkpoint when there is one."""
+    rows = refit_rows(run.split.train, run.split.val)
+    fp = {**run.fingerprint, "phase": "refit", "epochs": epochs}
+    ckpt = open_checkpoint(run.out / REFIT_CHECKPOINT_FILE, fp, resume)
+    parts = _build(run.cfg, run.arr_a, run.arr_b, rows, run.codes, run.batch_size)
+    refit = replace(run, val=None, fingerprint=fp, rows=rows, epochs=epochs, phase="refit", **parts)
+    state, resumed_from = _start_state(refit, ckpt)
+    return refit, state, resumed_from
 
-    def lab(rows: np.ndarray) -> np.ndarray | None:
-        return None if codes is None else codes[rows]
 
+def _build(
+    cfg: TrainConfig,
+    arr_a: EmbeddingArray,
+    arr_b: EmbeddingArray,
+    rows: np.ndarray,
+    codes: np.ndarray | None,
+    batch_size: int | None,
+) -> dict[str, Any]:
+    """Heads, loss, optimiser (torch seeded just before) and the training data of ``rows``."""
+    ida, idb = arr_a.identity, arr_b.identity
+    assert ida is not None and idb is not None  # resolve_array refuses arrays without one
+    spec_a, spec_b, shared_dim = choose_heads(ida, idb, cfg)
+    torch.manual_seed(cfg.seed)
+    head_a, head_b = Head(spec_a), Head(spec_b)
+    loss = build_loss(cfg.loss, cfg.loss_options, {"precision": cfg.precision, "compile": cfg.compile})
+    source, streamed = _source(arr_a, arr_b, rows, None if codes is None else codes[rows], cfg)
+    ma, sa, mb, sb = source.stats()
+    head_a.set_normalization(ma, sa)
+    head_b.set_normalization(mb, sb)
+    params = [p for h in (head_a, head_b) for p in h.parameters()]
+    loss_params = [p for p in loss.parameters() if p.requires_grad]
+    return {
+        "shared_dim": shared_dim,
+        "heads": HeadPair.build(head_a, head_b, cfg.compile),
+        "loss": loss,
+        "opt": make_optimizer(cfg, [{"params": params}, {"params": loss_params, "weight_decay": 0.0}]),
+        "source": source,
+        "batch_size": batch_size or cfg.batch_size or auto_batch_size(source.n),
+        "streamed": streamed,
+        "means": (ma, mb),
+    }
+
+
+def _source(
+    arr_a: EmbeddingArray,
+    arr_b: EmbeddingArray,
+    rows: np.ndarray,
+    labels: np.ndarray | None,
+    cfg: TrainConfig,
+) -> tuple[PairSource, bool]:
+    """Training pairs of ``rows``, streamed when they exceed the memory budget."""
     budget = cfg.memory_budget or default_memory_budget()
-    train_bytes = split.train.size * (arr_a.dim + arr_b.dim) * 4
+    train_bytes = rows.size * (arr_a.dim + arr_b.dim) * 4
     streamed = cfg.stream if cfg.stream is not None else train_bytes > budget
-    source: PairSource
     if streamed:
-        source = StreamingPairs(arr_a, arr_b, split.train, lab(split.train), budget)
-    else:
-        source = InMemoryPairs.from_store(arr_a, arr_b, split.train, lab(split.train))
-    val_rows = split.val
-    if val_rows.size > cfg.val_max_rows:
-        pick = np.random.default_rng(cfg.seed).choice(val_rows.size, cfg.val_max_rows, replace=False)
-        val_rows = np.sort(val_rows[pick])
-    return source, InMemoryPairs.from_store(arr_a, arr_b, val_rows, lab(val_rows)), streamed
+        return StreamingPairs(arr_a, arr_b, rows, labels, budget), True
+    return InMemoryPairs.from_store(arr_a, arr_b, rows, labels), False
 
 
 def _start_state(run: Run, ckpt: Checkpoint | None) -> tuple[TrainState, int | None]:
     """A fresh state (the initial modules as the best so far), or the checkpoint's."""
-    metrics = run.out / METRICS_FILE
     if ckpt is None:
-        if metrics.exists():
-            metrics.unlink()
+        if run.metrics_path.exists():
+            run.metrics_path.unlink()
         return TrainState(best=module_tensors(run.modules)), None
     state = restore(ckpt, run.modules, run.opt)
-    write_metrics(metrics, state.history)
+    write_metrics(run.metrics_path, state.history)
     return state, state.epoch

@@ -52,6 +52,11 @@ class Split:
         }
 
 
+def refit_rows(train: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """The rows a refit trains on: the train and validation parts together, sorted."""
+    return np.sort(np.concatenate([np.asarray(train, np.int64), np.asarray(val, np.int64)]))
+
+
 def rows_hash(ids: np.ndarray, rows: np.ndarray) -> str:
     """sha256 over the ids of ``rows`` in order: which data an adapter was trained on."""
     h = hashlib.sha256()

@@ -8,11 +8,18 @@ then. A resumed run reloads heads, loss, optimiser, best state and RNG from the 
 the same adapter, bit for bit, as an uninterrupted run. Building the run is :mod:`.setup`'s, saving and
 restoring it :mod:`.checkpoint`'s.
 
-Output folder: ``adapter.safetensors``, ``split.json``, ``metrics.jsonl``, ``checkpoint.safetensors``.
+By default two steps follow (``TrainConfig.anchors``, ``refit``): with the best heads, an anchor part is
+chosen on validation (:mod:`.anchors`); then the same loop runs again from scratch on train + validation
+rows for the best epoch count, without validation (its own checkpoint, resumable the same way), and the
+anchors are taken from those rows. The adapter holds the refitted heads, fused with the anchor part.
+
+Output folder: ``adapter.safetensors``, ``split.json``, ``metrics.jsonl``, ``checkpoint.safetensors``;
+``anchors.json`` (the validation grid), ``metrics-refit.jsonl``, ``checkpoint-refit.safetensors``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -28,7 +35,10 @@ import torch
 from .. import __version__
 from ..adapter import AdapterConfig, LossSpec, SideConfig, TrainingInfo, save_adapter
 from ..errors import UserError
+from ..files import write_text_atomic
+from ..heads import Head
 from ..retrieval import recall_at_1
+from .anchors import AnchorChoice, attach, choose_anchors
 from .checkpoint import (
     CHECKPOINT_FILE,
     METRICS_FILE,
@@ -40,10 +50,11 @@ from .checkpoint import (
 from .config import TrainConfig
 from .data import InMemoryPairs
 from .losses import Loss, loss_plugin
-from .setup import Run, choose_heads, make_optimizer, prepare, resolve_array
+from .setup import Run, choose_heads, make_optimizer, prepare, prepare_refit, resolve_array
 from .split import rows_hash
 
 ADAPTER_FILE = "adapter.safetensors"
+ANCHORS_FILE = "anchors.json"
 
 # names other modules import from here
 __all__ = [
@@ -74,6 +85,7 @@ class EpochReport:
     best_r1: float | None = None
     pairs_per_s: float | None = None
     stopped_early: bool = False
+    phase: str = "select"  # or "refit": train + val, no validation, ``epochs`` fixed
 
 
 @dataclass
@@ -87,6 +99,16 @@ class TrainResult:
     resumed_from: int | None
     streamed: bool
     history: list[dict[str, Any]] = field(default_factory=list)
+    refit_epochs: int | None = None
+    anchors: dict[str, Any] | None = None  # the adapter's training.anchors
+
+
+@dataclass
+class Selection:
+    """What the selection run hands on: its metrics on validation and the anchor part it chose."""
+
+    metrics: dict[str, float]
+    anchors: AnchorChoice | None
 
 
 def train(
@@ -108,29 +130,57 @@ def train(
         t_start = time.monotonic()
         run, state, resumed_from = prepare(store_location, a_key, b_key, Path(out_dir), cfg, resume)
         fit(run, state, progress)
-        return _finish(run, state, resumed_from, t_start)
+        selection = select(run, state)
+        final = run
+        if cfg.refit:
+            final, refit_state, _ = prepare_refit(run, state.best_epoch, resume)
+            fit(final, refit_state, progress)
+        return _finish(run, state, final, selection, resumed_from, t_start)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def fit(run: Run, state: TrainState, progress: Progress | None = None) -> None:
-    """Epochs until the configured number, or until R@1 stalls; checkpoints on the way and at the end."""
+    """Epochs until the phase's number, or until R@1 stalls; checkpoints on the way and at the end."""
     cfg = run.cfg
+    patience = cfg.patience if run.val is not None else None
     best = state.best_r1 if state.best_r1 >= 0 else None
-    _report(progress, EpochReport(epoch=state.epoch, epochs=cfg.epochs, best_r1=best))
+    _report(progress, EpochReport(epoch=state.epoch, epochs=run.epochs, best_r1=best, phase=run.phase))
     last_ckpt = time.monotonic()
-    while not state.finished and state.epoch < cfg.epochs:
+    while not state.finished and state.epoch < run.epochs:
         state.epoch += 1
         record = _epoch(run, state.epoch)
-        state.add(record, run.modules, cfg)
-        append_metrics(run.out / METRICS_FILE, record)
+        state.add(record, run.modules, run.epochs, patience)
+        append_metrics(run.metrics_path, record)
         if state.finished or time.monotonic() - last_ckpt >= cfg.checkpoint_every_s:
             _checkpoint(run, state)
             last_ckpt = time.monotonic()
-        _report(progress, _epoch_report(record, state, cfg.epochs))
+        _report(progress, _epoch_report(record, state, run))
     if not state.finished:  # epochs was no more than the checkpoint's: nothing left to run
         state.finished = True
         _checkpoint(run, state)
+
+
+def select(run: Run, state: TrainState) -> Selection:
+    """The selection run's best heads loaded; their validation metrics; the anchor part, when chosen.
+
+    ``val_r1`` stays the selection score on validation: the best epoch's, or the fused one's when the
+    grid chose an anchor part (``val_r1_heads`` then keeps the heads' alone)."""
+    load_module_tensors(run.modules, state.best)
+    history = state.history
+    best = next((h for h in history if h["epoch"] == state.best_epoch), history[-1] if history else {})
+    metrics = {k: float(best[k]) for k in ("val_loss", "val_r1", "val_r1_a2b", "val_r1_b2a") if k in best}
+    metrics["best_epoch"] = float(state.best_epoch)
+    trained = run.heads.a.trained and run.heads.b.trained
+    if run.cfg.anchors != "auto" or not trained or run.val is None:
+        return Selection(metrics, None)
+    choice = choose_anchors(run)
+    write_text_atomic(run.out / ANCHORS_FILE, json.dumps({"grid": choice.grid}, indent=1) + "\n")
+    metrics["anchor_weight"] = choice.weight
+    if choice.weight > 0:
+        metrics["val_r1_heads"] = metrics.get("val_r1", float("nan"))
+        metrics.update(val_r1=choice.val_r1, val_r1_a2b=choice.val_r1_a2b, val_r1_b2a=choice.val_r1_b2a)
+    return Selection(metrics, choice)
 
 
 def _epoch(run: Run, epoch: int) -> dict[str, Any]:
@@ -150,17 +200,12 @@ def _epoch(run: Run, epoch: int) -> dict[str, Any]:
         steps += 1
         seen += xa.shape[0]
     train_s = time.perf_counter() - t0
-    val_loss, r_ab, r_ba = _validate(run, loss_fn, run.val)
-    record = {
-        "epoch": epoch,
-        "loss": total / max(1, steps),
-        "val_loss": val_loss,
-        "val_r1": (r_ab + r_ba) / 2,
-        "val_r1_a2b": r_ab,
-        "val_r1_b2a": r_ba,
-        "pairs_per_s": seen / max(train_s, 1e-9),
-    }
-    if not all(math.isfinite(v) for v in (record["loss"], val_loss)):
+    record: dict[str, Any] = {"epoch": epoch, "loss": total / max(1, steps)}
+    if run.val is not None:
+        val_loss, r_ab, r_ba = _validate(run, loss_fn, run.val)
+        record.update(val_loss=val_loss, val_r1=(r_ab + r_ba) / 2, val_r1_a2b=r_ab, val_r1_b2a=r_ba)
+    record["pairs_per_s"] = seen / max(train_s, 1e-9)
+    if not all(math.isfinite(v) for v in (record["loss"], record.get("val_loss", 0.0))):
         raise UserError(
             f"training diverged at epoch {epoch} (loss {record['loss']}); try a lower --lr (now {run.cfg.lr})"
         )
@@ -185,7 +230,7 @@ def _validate(run: Run, loss_fn: Loss, val: InMemoryPairs) -> tuple[float, float
 
 
 def _checkpoint(run: Run, state: TrainState) -> None:
-    save_checkpoint(run.out / CHECKPOINT_FILE, run.fingerprint, state, run.modules, run.opt)
+    save_checkpoint(run.checkpoint_path, run.fingerprint, state, run.modules, run.opt)
 
 
 def _report(progress: Progress | None, report: EpochReport) -> None:
@@ -193,57 +238,77 @@ def _report(progress: Progress | None, report: EpochReport) -> None:
         progress(report)
 
 
-def _epoch_report(record: dict[str, Any], state: TrainState, epochs: int) -> EpochReport:
+def _epoch_report(record: dict[str, Any], state: TrainState, run: Run) -> EpochReport:
     return EpochReport(
         epoch=state.epoch,
-        epochs=epochs,
+        epochs=run.epochs,
         loss=record["loss"],
-        val_loss=record["val_loss"],
-        val_r1=record["val_r1"],
-        best_r1=state.best_r1,
+        val_loss=record.get("val_loss"),
+        val_r1=record.get("val_r1"),
+        best_r1=state.best_r1 if run.val is not None else None,
         pairs_per_s=record["pairs_per_s"],
         stopped_early=state.stopped_early,
+        phase=run.phase,
     )
 
 
-def _finish(run: Run, state: TrainState, resumed_from: int | None, t_start: float) -> TrainResult:
-    """Write the adapter with the best heads on validation, and say what the run did."""
-    load_module_tensors(run.modules, state.best)
-    history = state.history
-    best = next((h for h in history if h["epoch"] == state.best_epoch), history[-1] if history else {})
-    metrics = {k: float(best[k]) for k in ("val_loss", "val_r1", "val_r1_a2b", "val_r1_b2a") if k in best}
-    metrics["best_epoch"] = float(state.best_epoch)
-    config = _adapter_config(run, state, metrics, t_start)
-    adapter_path = save_adapter(run.out / ADAPTER_FILE, config, run.heads.a, run.heads.b)
+def _finish(
+    run: Run, state: TrainState, final: Run, sel: Selection, resumed_from: int | None, t_start: float
+) -> TrainResult:
+    """Write the adapter: ``final``'s heads (the selection run's best, or the refit's), with the anchor
+    part when one was chosen; say what the run did."""
+    choice = sel.anchors
+    head_a, head_b, spec = final.heads.a, final.heads.b, None
+    if choice is not None:
+        head_a, head_b, spec = attach(final, choice)
+    anchors = None if choice is None else choice.info(spec.count if spec else 0)
+    refit_epochs = final.epochs if final is not run else None
+    if refit_epochs is not None:
+        sel.metrics["refit_epochs"] = float(refit_epochs)
+    config = _adapter_config(run, state, final, (head_a, head_b), sel.metrics, anchors, t_start)
+    adapter_path = save_adapter(run.out / ADAPTER_FILE, config, head_a, head_b)
     return TrainResult(
         adapter_path=adapter_path,
         out_dir=run.out,
-        metrics=metrics,
-        epochs_run=len(history),
+        metrics=sel.metrics,
+        epochs_run=len(state.history),
         best_epoch=state.best_epoch,
         stopped_early=state.stopped_early,
         resumed_from=resumed_from,
         streamed=run.streamed,
-        history=history,
+        history=state.history,
+        refit_epochs=refit_epochs,
+        anchors=anchors,
     )
 
 
-def _adapter_config(run: Run, state: TrainState, metrics: dict[str, float], t_start: float) -> AdapterConfig:
-    cfg, split, heads = run.cfg, run.split, run.heads
+def _adapter_config(
+    run: Run,
+    state: TrainState,
+    final: Run,
+    heads: tuple[Head, Head],
+    metrics: dict[str, float],
+    anchors: dict[str, Any] | None,
+    t_start: float,
+) -> AdapterConfig:
+    cfg, split = run.cfg, run.split
     ida, idb = run.arr_a.identity, run.arr_b.identity
     assert ida is not None and idb is not None  # resolve_array refuses arrays without one
     return AdapterConfig(
-        shared_dim=run.shared_dim,
-        a=SideConfig(identity=ida, array=run.arr_a.key, head=heads.a.spec),
-        b=SideConfig(identity=idb, array=run.arr_b.key, head=heads.b.spec),
+        shared_dim=heads[0].spec.output_dim,
+        a=SideConfig(identity=ida, array=run.arr_a.key, head=heads[0].spec),
+        b=SideConfig(identity=idb, array=run.arr_b.key, head=heads[1].spec),
         loss=LossSpec(
-            name=cfg.loss, plugin=loss_plugin(cfg.loss), options=cfg.loss_options, learned=run.loss.summary()
+            name=cfg.loss,
+            plugin=loss_plugin(cfg.loss),
+            options=cfg.loss_options,
+            learned=final.loss.summary(),
         ),
         metrics=metrics,
         training=TrainingInfo(
             store=str(run.store_location),
-            rows=int(split.train.size),
-            row_ids_sha256=rows_hash(run.ids, split.train),
+            rows=int(final.rows.size),
+            row_ids_sha256=rows_hash(run.ids, final.rows),
             split={
                 "seed": split.seed,
                 "source": split.source,
@@ -255,6 +320,8 @@ def _adapter_config(run: Run, state: TrainState, metrics: dict[str, float], t_st
             best_epoch=state.best_epoch,
             stopped_early=state.stopped_early,
             ee_version=__version__,
+            refit_epochs=final.epochs if final is not run else None,
+            anchors=anchors,
             trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
             train_seconds=round(time.monotonic() - t_start, 3),
         ),
