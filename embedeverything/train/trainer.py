@@ -132,7 +132,7 @@ def train(
         fit(run, state, progress)
         selection = select(run, state)
         final = run
-        if cfg.refit:
+        if cfg.refit and state.best_epoch > 0:
             final, refit_state, _ = prepare_refit(run, state.best_epoch, resume)
             fit(final, refit_state, progress)
         return _finish(run, state, final, selection, resumed_from, t_start)
