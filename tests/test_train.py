@@ -136,6 +136,8 @@ def test_shared_space_side_stays_identity(tmp_path):
     ad = load_adapter(res.adapter_path)
     assert ad.config.a.head.kind == "identity" and ad.config.b.head.kind == "linear"
     assert ad.config.shared_dim == 16 and ad.config.b.head.out_dim == 16
+    # the anchor part is for two trained heads only: an identity side stays exactly identity
+    assert ad.config.b.head.anchors is None and ad.config.training.anchors is None
     x = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
     assert np.array_equal(ad.a(x), x)  # untouched, so a text tower of that space still lands there
     with safe_open(str(res.adapter_path), framework="pt") as f:
@@ -403,7 +405,31 @@ def test_cli_train_runs_and_reports(tmp_path, capsys):
     out = capsys.readouterr()
     assert e.value.code == 0, out.err
     assert "val R@1" in out.out and (tmp_path / "o" / "adapter.safetensors").exists()
+    assert "refit on train + val for" in out.out and "anchor part:" in out.out
     assert load_adapter(tmp_path / "o" / "adapter.safetensors").config.loss.options == {"temperature": 0.1}
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                *base,
+                "--out",
+                str(tmp_path / "o3"),
+                "--epochs",
+                "2",
+                "--threads",
+                "1",
+                "--no-refit",
+                "--anchors",
+                "off",
+            ]
+        )
+    assert e.value.code == 0 and "refit" not in capsys.readouterr().out
+    t = load_adapter(tmp_path / "o3" / "adapter.safetensors").config.training
+    assert (t.settings["refit"], t.settings["anchors"], t.refit_epochs, t.anchors) == (
+        False,
+        "off",
+        None,
+        None,
+    )
     with pytest.raises(SystemExit) as e:
         main([*base, "--out", str(tmp_path / "o2"), "--a", "nope"])
     assert e.value.code == 2 and capsys.readouterr().err.startswith("error: --a 'nope'")

@@ -2,7 +2,9 @@
 
 :func:`prepare` does it in a fixed order, since a resumed run must rebuild the same things from the
 same seeds: torch's RNG is seeded just before the heads and the loss are built; the loop's draws
-(dropout) come after, from the RNG state a checkpoint restores.
+(dropout) come after, from the RNG state a checkpoint restores. :func:`prepare_refit` builds the refit
+phase the same way (same seed, so the same initial heads) on train + validation rows, with a checkpoint
+of its own.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def train(
         fit(run, state, progress)
         selection = select(run, state)
         final = run
-        if cfg.refit and state.best_epoch > 0:  # no epoch was ever kept: nothing to refit
+        if cfg.refit and state.best_epoch > 0:
             final, refit_state, _ = prepare_refit(run, state.best_epoch, resume)
             fit(final, refit_state, progress)
         return _finish(run, state, final, selection, resumed_from, t_start)
@@ -174,8 +174,10 @@ def select(run: Run, state: TrainState) -> Selection:
     trained = run.heads.a.trained and run.heads.b.trained
     if run.cfg.anchors != "auto" or not trained or run.val is None:
         return Selection(metrics, None)
+    t0 = time.perf_counter()
     choice = choose_anchors(run)
-    write_text_atomic(run.out / ANCHORS_FILE, json.dumps({"grid": choice.grid}, indent=1) + "\n")
+    seconds = round(time.perf_counter() - t0, 3)  # here, not in the adapter: it differs between runs
+    write_text_atomic(run.out / ANCHORS_FILE, json.dumps({"seconds": seconds, "grid": choice.grid}, indent=1))
     metrics["anchor_weight"] = choice.weight
     if choice.weight > 0:
         metrics["val_r1_heads"] = metrics.get("val_r1", float("nan"))
