@@ -10,6 +10,7 @@ import typer
 
 from .app import app
 from .embed import embed_callbacks, parse_options, stage_display
+from .train import AnchorsOption, RefitOption
 
 Opt = Annotated[list[str] | None, typer.Option(help="Option key=value (repeat).")]
 
@@ -107,15 +108,8 @@ def pair_cmd(
     head_a: Annotated[str | None, typer.Option(help="Head of side a: auto, identity, linear, mlp.")] = None,
     head_b: Annotated[str | None, typer.Option(help="Head of side b: auto, identity, linear, mlp.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the split and the heads.")] = None,
-    refit: Annotated[
-        bool | None,
-        typer.Option(
-            "--refit/--no-refit", help="Retrain on train+val for the best epoch count (default on)."
-        ),
-    ] = None,
-    anchors: Annotated[
-        str | None, typer.Option(help="auto (an anchor part chosen on validation) or off.")
-    ] = None,
+    refit: RefitOption = None,
+    anchors: AnchorsOption = None,
     train_opt: Opt = None,
     workers: Annotated[int | None, typer.Option(help="Embed on a local Dask cluster of N workers.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Embed on an existing Dask cluster.")] = None,

@@ -13,6 +13,13 @@ from .app import app
 if TYPE_CHECKING:
     from ..train.trainer import EpochReport
 
+# the training settings that `ee pair` passes on as well: one definition for both commands
+RefitOption = Annotated[
+    bool | None,
+    typer.Option("--refit/--no-refit", help="Retrain on train+val for the best epoch count (default on)."),
+]
+AnchorsOption = Annotated[str | None, typer.Option(help="auto (an anchor part chosen on validation) or off.")]
+
 
 def _parse_loss_options(pairs: list[str] | None) -> dict[str, Any]:
     import json
@@ -130,15 +137,8 @@ def train_cmd(
         float | None, typer.Option(help="Seconds between checkpoints (0: every epoch).")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all CPUs available).")] = None,
-    refit: Annotated[
-        bool | None,
-        typer.Option(
-            "--refit/--no-refit", help="Retrain on train+val for the best epoch count (default on)."
-        ),
-    ] = None,
-    anchors: Annotated[
-        str | None, typer.Option(help="auto (an anchor part chosen on validation) or off.")
-    ] = None,
+    refit: RefitOption = None,
+    anchors: AnchorsOption = None,
 ) -> int:
     """Train heads so that pairs land together; writes OUT/adapter.safetensors."""
     from ..train import make_config, train
