@@ -9,6 +9,7 @@ examples), so these names are what stays stable for plugins:
 - weights: :func:`sha256_file`; pretrained files a plugin declares (:class:`WeightFile`) and checks
   (:func:`check_local_file`); where the usual caches are (:func:`xdg_cache`, :func:`torch_hub_dir`,
   :func:`hf_cached_file`); whether a download host answers, quickly (:func:`reachable`);
+- hints that name the flag giving options to an encoder in the command at work: :func:`option_flag`;
 - where torch runs: :func:`choose_device`, :func:`pin_threads`;
 - downstream users: :func:`load_adapter`, :func:`pipeline`, :class:`Pipeline`, :func:`get_encoder`,
   :class:`Store`.
@@ -24,6 +25,7 @@ _EXPORTS = {
     "Encoder": ".encoder",
     "Weights": ".encoder",
     "EncoderIdentity": ".encoder",
+    "option_flag": ".encoder",
     "sha256_file": ".files",
     "WeightFile": ".weights",
     "check_local_file": ".weights",

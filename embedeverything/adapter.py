@@ -27,12 +27,14 @@ from torch import nn
 
 from .encoder import EncoderIdentity
 from .errors import UserError, field_errors
-from .files import atomic_path
+from .files import about_size, atomic_path
 from .heads import Head, HeadSpec
 
 #: 2: ``head.anchors`` (an anchor part fused with a trained head); ``training.refit_epochs`` and
-#: ``training.anchors``; ``rows`` / ``row_ids_sha256`` are those of the rows the final heads were fitted on
-FORMAT_VERSION = 2
+#: ``training.anchors``; ``rows`` / ``row_ids_sha256`` are those of the rows the final heads were fitted on.
+#: 3: ``training.store`` of a local store is relative to the adapter's folder (before: to the folder training
+#: ran in), and ``training.store_absolute`` keeps the absolute path as well
+FORMAT_VERSION = 3
 META_CONFIG = "embedeverything"
 META_HASH = "embedeverything.sha256"
 #: fields that differ between two otherwise identical runs (a resumed one and an uninterrupted one)
@@ -60,7 +62,8 @@ class LossSpec(BaseModel):
 class TrainingInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    store: str
+    store: str  # a URL, or (format 3) a local path relative to the adapter's folder
+    store_absolute: str | None = None  # a local store's absolute path when trained
     rows: int  # pairs the final heads were fitted on: the train part, or train + val after a refit
     row_ids_sha256: str  # over the ids of those rows, in row order
     split: dict[str, Any]  # seed, source, fractions, counts
@@ -118,7 +121,7 @@ def save_adapter(path: str | os.PathLike[str], config: AdapterConfig, head_a: He
     config_json = config.model_dump_json()
     meta = {META_CONFIG: config_json, META_HASH: _digest(config_json, tensors)}
     path = Path(path)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, need=about_size(tensors)) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
 
@@ -162,7 +165,8 @@ def read_adapter_file(path: str | os.PathLike[str]) -> tuple[AdapterConfig, dict
         config = AdapterConfig.model_validate(raw)
     except ValidationError as e:
         raise UserError(f"{p}: bad adapter config: {field_errors(e)}") from None
-    # an older version is migrated: the fields it lacks took their defaults (no anchors, no refit)
+    # an older version is migrated: the fields it lacks took their defaults (no anchors, no refit); its
+    # store path was relative to where training ran, which resolve_store_location still tries
     config.format_version = FORMAT_VERSION
     for name, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
@@ -235,6 +239,10 @@ def _build_head(side: str, spec: HeadSpec, tensors: dict[str, torch.Tensor], pat
             raise UserError(
                 f"{path}: tensor {prefix}{k} has shape {tuple(state[k].shape)}, {side}.head says {tuple(v.shape)}"
             )
+    std = state.get("std")
+    if std is not None and not bool((std > 0).all()):
+        # a file edited and its hash recomputed passes the integrity check; this would divide by zero
+        raise UserError(f"{path}: tensor {side}.std holds values <= 0; the head would divide by them")
     head.load_state_dict(state, strict=True)
     return head
 

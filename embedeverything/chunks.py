@@ -22,6 +22,24 @@ from .store import DONE, FAILED, EmbeddingArray
 #: The chunks of an array with rows to do: (chunk index, row -> media ref), in chunk order.
 Work = list[tuple[int, dict[int, MediaRef]]]
 
+#: The most one chunk's model time may be: what a Ctrl-C or a kill can cost, at worst.
+CHUNK_SECONDS = 5.0
+#: A shorter run is cut in at least this many chunks, so that an interrupt loses a twentieth of it at most.
+CHUNKS_PER_RUN = 20
+#: Rows of a chunk at most, however fast the encoder (the chunk is also a Zarr file and a Dask task).
+MAX_CHUNK_ROWS = 4096
+
+
+def chunk_rows_for(seconds_per_row: float, rows: int, batch_size: int, parallel: int = 1) -> int:
+    """Rows per chunk for an encoder that takes ``seconds_per_row``, over ``rows`` rows in ``parallel``.
+
+    A few seconds of work per chunk at most, and a twentieth of a short run: finished chunks are what an
+    interrupted run keeps. A multiple of ``batch_size``, since batches start at chunk boundaries."""
+    whole_run = seconds_per_row * rows / max(1, parallel)
+    seconds = min(CHUNK_SECONDS, whole_run / CHUNKS_PER_RUN)
+    fit = seconds / seconds_per_row if seconds_per_row > 0 else float(MAX_CHUNK_ROWS)
+    return max(1, int(min(fit, MAX_CHUNK_ROWS) // batch_size)) * batch_size
+
 
 @dataclass
 class ChunkResult:
@@ -57,6 +75,14 @@ class EmbedReport:
         self.chunks_run += 1
 
 
+class EmbedInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``ee embed``, carrying what the store holds: finished chunks stay done."""
+
+    def __init__(self, report: EmbedReport):
+        super().__init__(report.key)
+        self.report = report
+
+
 @dataclass(frozen=True)
 class ChunkRun:
     """How every chunk of one ``ee embed`` runs, the same in this process and on every Dask worker.
@@ -86,7 +112,24 @@ def claim_identity(arr: EmbeddingArray, ident: EncoderIdentity) -> list[str]:
         arr.identity,
         ident,
         f"array {arr.key}",
-        "use another store, or the same weights",
+        "use another store, or the encoder settings it records",
+        StoreError,
+        labels=("stored", "now"),
+    )
+
+
+def check_decoding(arr: EmbeddingArray, encoder: Encoder) -> None:
+    """Refuse an array whose files were decoded under other rules (an image ``background``, or rules
+    since changed), before any weights load: a finished array is otherwise reused without a look."""
+    recorded = arr.identity
+    if recorded is None:
+        return
+    now = {} if encoder.decoding is None else encoder.decoding.identity()
+    require_same_identity(
+        recorded,
+        recorded.model_copy(update={"decoding": now}),
+        f"array {arr.key}",
+        "its files were decoded otherwise: embed into another store, or give the decoding options it records",
         StoreError,
         labels=("stored", "now"),
     )
@@ -104,10 +147,12 @@ def embed_chunk(
     chunk: int,
     decoded: dict[int, Any],
     batch_size: int,
+    on_rows: Callable[[int], None] | None = None,
 ) -> ChunkResult:
     """Embed the rows to do of one chunk (``decoded``: row -> item or BadItem) and write the block.
 
-    The chunk's other rows are written back as they were read."""
+    The chunk's other rows are written back as they were read. ``on_rows(n)`` hears of rows dealt with
+    as each batch ends, for a progress bar that moves within a chunk."""
     lo, _ = arr.chunk_bounds(chunk)
     values, state, errors = arr.read_chunk(chunk)
     errors = [str(e) for e in errors]
@@ -124,21 +169,26 @@ def embed_chunk(
         else:
             good_rows.append(row)
             good_items.append(item)
+    if on_rows is not None and new_failed:
+        on_rows(new_failed)
     for start in range(0, len(good_items), batch_size):
         out = encoder.embed_checked(good_items[start : start + batch_size])
         for k, row in enumerate(good_rows[start : start + batch_size]):
             values[row - lo] = out[k]
             state[row - lo], errors[row - lo] = DONE, ""
+        if on_rows is not None:
+            on_rows(len(out))
     arr.write_chunk(chunk, values, state, errors)
     return ChunkResult(chunk, len(good_rows), new_failed)
 
 
 def account(report: EmbedReport, res: ChunkResult, n_rows: int, run: ChunkRun) -> bool:
-    """Fold one finished chunk of ``n_rows`` rows to do into the report and the progress display.
+    """Fold one finished chunk of ``n_rows`` rows to do into the report and the progress display
+    (``n_rows`` 0: :func:`embed_chunk` advanced it batch by batch).
 
     Returns True when the run must stop: ``--strict`` and a row of this chunk failed."""
     report.add(res)
-    if run.on_progress is not None:
+    if run.on_progress is not None and n_rows:
         run.on_progress(n_rows)
     if run.strict and res.new_failed:
         report.stopped_early = True

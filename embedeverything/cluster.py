@@ -72,7 +72,7 @@ def worker_embed_chunk(
     chunk: int,
     name: str,
     options_json: str,
-    refs_json: dict[int, str],
+    ref_dicts: dict[int, dict[str, Any]],
     batch_size: int,
     threads: int,
     decode_timeout: float,
@@ -93,8 +93,11 @@ def worker_embed_chunk(
             "Dask worker processes are daemonic and cannot start decoder processes: "
             "start the workers with DASK_DISTRIBUTED__WORKER__DAEMON=False"
         )
-    pool = _kept(("pool", root, decode_timeout), lambda: DecoderPool(1, decode_timeout, root))
-    refs = {int(r): MediaRef.model_validate_json(j) for r, j in refs_json.items()}
+    pool = _kept(
+        ("pool", root, decode_timeout, enc.decoding),
+        lambda: DecoderPool(1, decode_timeout, root, enc.decoding),
+    )
+    refs = {int(r): MediaRef.model_validate(d) for r, d in ref_dicts.items()}
     decoded = decode_rows(pool, refs)
     arr = _kept(("store", location), lambda: Store.open(location)).embedding(key)
     res = embed_chunk(arr, enc, chunk, decoded, batch_size)
@@ -154,7 +157,7 @@ def _submit(
             chunk,
             encoder.name,
             options_json,
-            {r: ref.model_dump_json() for r, ref in refs.items()},
+            {r: ref.model_dump(exclude_none=True) for r, ref in refs.items()},
             run.batch_size,
             run.threads or 1,
             run.decode_timeout,
@@ -208,7 +211,7 @@ def run_on_cluster(
 
     Dask workers pin one torch thread unless ``run.threads`` says otherwise (as Dask's nanny does for
     BLAS): the bytes then equal those of an in-process run with ``--threads 1``."""
-    options_json = json.dumps(encoder.options.model_dump(mode="json"), sort_keys=True)
+    options_json = json.dumps(encoder.given_options(), sort_keys=True)
     client, cluster = _client(workers, scheduler)
     try:
         ident = EncoderIdentity.model_validate(

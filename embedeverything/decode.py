@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import BadItem
+from .images import ImageDecoding, image_to_rgb_array
 from .items import Audio
 from .manifest import MediaRef
 
@@ -23,8 +24,10 @@ def resolve(ref: MediaRef, root: str | Path | None) -> Path:
     return p if p.is_absolute() or root is None else Path(root) / p
 
 
-def decode(ref: MediaRef, root: str | Path | None = None) -> Any:
-    """The decoded item for ``ref``; raises :class:`BadItem` with a reason a user can act on."""
+def decode(ref: MediaRef, root: str | Path | None = None, image: ImageDecoding | None = None) -> Any:
+    """The decoded item for ``ref``; raises :class:`BadItem` with a reason a user can act on.
+
+    ``image``: how image files are decoded (the encoder's ``decoding``; None: the defaults)."""
     if ref.kind == "text" and ref.text is not None:
         return ref.text
     path = resolve(ref, root)
@@ -34,11 +37,11 @@ def decode(ref: MediaRef, root: str | Path | None = None) -> Any:
         raise BadItem(f"empty file (0 bytes): {path}")
     if ref.kind == "text":
         try:
-            return path.read_text(encoding="utf-8").strip()
+            return path.read_text(encoding="utf-8-sig").strip()
         except UnicodeDecodeError:
             raise BadItem(f"not UTF-8 text: {path}") from None
     if ref.kind == "image":
-        return decode_image_file(path)
+        return decode_image_file(path, image)
     if ref.kind == "audio":
         return decode_audio_file(path, ref.start, ref.end)
     if ref.kind == "video_frame":
@@ -49,21 +52,16 @@ def decode(ref: MediaRef, root: str | Path | None = None) -> Any:
     raise BadItem(f"unknown media kind {ref.kind!r}")
 
 
-def decode_image_file(path: Path) -> np.ndarray:
+def decode_image_file(path: Path, image: ImageDecoding | None = None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return image_to_rgb_array(im)
+            return image_to_rgb_array(im, image)
     except Image.DecompressionBombError as e:  # a tiny file that claims billions of pixels
         raise BadItem(f"image too large ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise BadItem(f"unreadable image ({type(e).__name__}: {e})") from None
-
-
-def image_to_rgb_array(im: Any) -> np.ndarray:
-    """A PIL image (any mode) as RGB uint8 [H, W, 3]; also for frames held in memory."""
-    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
 
 
 def decode_audio_file(path: Path, start: float | None = None, end: float | None = None) -> Audio:
@@ -214,7 +212,7 @@ def probe(path: str | Path, kind: str) -> dict[str, Any]:
         return probe_audio(p)
     if kind == "text":
         try:
-            return {"chars": len(p.read_text(encoding="utf-8"))}
+            return {"chars": len(p.read_text(encoding="utf-8-sig"))}
         except UnicodeDecodeError:
             raise BadItem(f"not UTF-8 text: {p}") from None
     raise BadItem(f"unknown media kind {kind!r}")

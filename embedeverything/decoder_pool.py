@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadItem
+from .images import ImageDecoding
 from .manifest import MediaRef
 
 DEFAULT_TIMEOUT = 60.0
@@ -44,13 +45,13 @@ def _test_faults(path: str | None) -> None:
             time.sleep(3600)
 
 
-def _handle(op: str, arg: Any, root: str | None) -> Any:
+def _handle(op: str, arg: Any, root: str | None, image: dict[str, Any] | None) -> Any:
     from .decode import decode, probe
 
     if op == "decode":
-        ref = MediaRef.model_validate_json(arg)
+        ref = MediaRef.model_validate(arg)
         _test_faults(ref.path)
-        return decode(ref, root)
+        return decode(ref, root, None if image is None else ImageDecoding(**image))
     if op == "probe":
         path, kind = arg
         _test_faults(path)
@@ -63,11 +64,32 @@ READY = ("ready",)
 STARTUP_LIMIT = 120.0  # seconds a new worker may take to say it is ready
 
 
-def _worker_main(conn: Connection) -> None:
+PARENT_POLL = 0.2  # seconds between a worker's checks that the process that started it still lives
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker, quietly, as soon as ``parent`` is gone (killed by SIGKILL, say).
+
+    An orphan would finish its file and then print a BrokenPipeError traceback onto the user's terminal,
+    or hang on a hostile file forever. A thread that watches the parent pid works wherever the pool was
+    started from (``PR_SET_PDEATHSIG`` fires when the starting *thread* ends, and ``ee embed`` starts the
+    pool from a thread that ends before the run does)."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="ee-parent-watch", daemon=True).start()
+
+
+def _worker_main(conn: Connection, parent: int) -> None:
     # One request at a time; torch is never imported here, and BLAS threads stay at one.
     # Ctrl-C reaches the whole process group: the parent handles it and closes the pool; a worker that
     # died of it mid-file would print a traceback and be counted as a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(parent)
     # The decoders' imports before the first file, then READY: a file's time limit counts from there,
     # so that a fresh worker's start-up (slow on a loaded machine) is never charged to the file.
     import av  # noqa: F401
@@ -76,28 +98,33 @@ def _worker_main(conn: Connection) -> None:
 
     from . import decode  # noqa: F401
 
-    conn.send(READY)
-    while True:
-        try:
+    try:
+        conn.send(READY)
+        while True:
             msg = conn.recv()
-        except (EOFError, KeyboardInterrupt):
-            return
-        if msg is None:
-            return
-        idx, op, arg, root = msg
-        try:
-            conn.send((idx, True, _handle(op, arg, root)))
-        except BadItem as e:
-            conn.send((idx, False, e.reason))
-        except Exception as e:
-            conn.send((idx, False, f"decoder error ({type(e).__name__}: {e})"))
+            if msg is None:
+                return
+            conn.send(_answer(*msg))
+    except (EOFError, OSError, KeyboardInterrupt):  # the parent is gone (BrokenPipeError is an OSError)
+        return
+
+
+def _answer(idx: int, op: str, arg: Any, root: str | None, image: Any) -> tuple[int, bool, Any]:
+    try:
+        return idx, True, _handle(op, arg, root, image)
+    except BadItem as e:
+        return idx, False, e.reason
+    except Exception as e:
+        return idx, False, f"decoder error ({type(e).__name__}: {e})"
 
 
 class _Worker:
     def __init__(self, ctx: Any):
         parent, child = ctx.Pipe()
         self.conn: Connection = parent
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=False, name="ee-decoder")
+        self.proc = ctx.Process(
+            target=_worker_main, args=(child, os.getpid()), daemon=False, name="ee-decoder"
+        )
         self.proc.start()
         child.close()
         self.task: int | None = None
@@ -125,12 +152,21 @@ class _Run:
 
 
 class DecoderPool:
-    """Decode refs in ``workers`` processes; ``decode_all`` keeps order and never raises for a file."""
+    """Decode refs in ``workers`` processes; ``decode_all`` keeps order and never raises for a file.
 
-    def __init__(self, workers: int = 2, timeout: float = DEFAULT_TIMEOUT, root: str | Path | None = None):
+    ``image``: how image files are decoded (the encoder's ``decoding``; None: the defaults)."""
+
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout: float = DEFAULT_TIMEOUT,
+        root: str | Path | None = None,
+        image: ImageDecoding | None = None,
+    ):
         self.n = max(1, int(workers))
         self.timeout = float(timeout)
         self.root = None if root is None else str(root)
+        self.image = None if image is None else image.model_dump()
         self._ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
         self._workers: list[_Worker] = []
         self.crashes = 0
@@ -149,7 +185,8 @@ class DecoderPool:
                 results[i] = ref.text
             else:
                 todo.append(i)
-        got = self._run([("decode", refs[i].model_dump_json()) for i in todo])
+        # as a dict, not JSON: a path that is not UTF-8 (lone surrogates) has no JSON pydantic writes
+        got = self._run([("decode", refs[i].model_dump(exclude_none=True)) for i in todo])
         for i, r in zip(todo, got, strict=True):
             results[i] = r
         return results
@@ -192,7 +229,7 @@ class DecoderPool:
             i = run.queue.pop()
             op, arg = run.requests[i]
             try:
-                w.conn.send((i, op, arg, self.root))
+                w.conn.send((i, op, arg, self.root, self.image))
             except (BrokenPipeError, OSError):
                 run.queue.append(i)
                 self._replace(w, run.busy)

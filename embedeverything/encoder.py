@@ -9,19 +9,41 @@ output and name the plugin when something is wrong. Constructing an encoder must
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import BadItem, EEError, PluginError, UserError, field_errors
-from .items import MODALITIES
+from .images import ImageDecoding
+from .items import MODALITIES, nonfinite_reason
 
 if TYPE_CHECKING:
     from .weights import WeightFile
+
+
+_OPTION_FLAG: contextvars.ContextVar[str] = contextvars.ContextVar("ee_option_flag", default="--opt")
+
+
+def option_flag() -> str:
+    """The flag that gives options to the encoder at work, in the command running it (``--opt`` in
+    ``ee embed``, ``--a-opt`` / ``--b-opt`` in ``ee pair``): a plugin's hints name this, not a guess."""
+    return _OPTION_FLAG.get()
+
+
+@contextlib.contextmanager
+def options_given_by(flag: str) -> Iterator[None]:
+    """Within this block, :func:`option_flag` is ``flag``: set by a command around its encoder's work."""
+    token = _OPTION_FLAG.set(flag)
+    try:
+        yield
+    finally:
+        _OPTION_FLAG.reset(token)
 
 
 class NoOptions(BaseModel):
@@ -58,6 +80,9 @@ class EncoderIdentity(BaseModel):
     seed: int | None = None
     options: dict[str, Any] = {}
     shared_space: str | None = None
+    # How files became the encoder's items (image encoders: ``ImageDecoding.identity()``). Arrays recorded
+    # before it existed hold {} here, so they are refused by name rather than mixed with other pixels.
+    decoding: dict[str, Any] = {}
 
     # A newer plugin release must not orphan every store and adapter made with an older one.
     SOFT_FIELDS: ClassVar[tuple[str, ...]] = ("plugin_version",)
@@ -70,6 +95,10 @@ class EncoderIdentity(BaseModel):
             if mine[key] != theirs[key]:
                 (soft if key in self.SOFT_FIELDS else hard).append(key)
         return hard, soft
+
+    def encoder_options(self) -> dict[str, Any]:
+        """The options that build this encoder again: its own plus the framework's decoding ones."""
+        return {**self.options, **{k: v for k, v in self.decoding.items() if k in ImageDecoding.model_fields}}
 
 
 def require_same_identity(
@@ -121,7 +150,14 @@ class Encoder:
     runtime_options: ClassVar[frozenset[str]] = frozenset({"device", "num_workers", "compile"})
 
     def __init__(self, **options: Any):
+        #: how files become this encoder's items; the framework's own options (``background``), taken
+        #: out of ``options`` before the plugin's model sees them. None for encoders of other modalities.
+        self.decoding: ImageDecoding | None = None
         try:
+            if self.modality == "image":
+                self.decoding = ImageDecoding(
+                    **{k: options.pop(k) for k in list(options) if k in ImageDecoding.model_fields}
+                )
             self.options = self.Options(**options)
         except ValidationError as e:
             raise UserError(
@@ -201,6 +237,7 @@ class Encoder:
             seed=w.seed,
             options=self.output_options(),
             shared_space=self.shared_space,
+            decoding={} if self.decoding is None else self.decoding.identity(),
         )
 
     def output_options(self) -> dict[str, Any]:
@@ -208,6 +245,11 @@ class Encoder:
         return {
             k: v for k, v in self.options.model_dump(mode="json").items() if k not in self.runtime_options
         }
+
+    def given_options(self) -> dict[str, Any]:
+        """Every option this encoder was built with (runtime and decoding ones too), as JSON-able values."""
+        own = self.options.model_dump(mode="json")
+        return own if self.decoding is None else {**own, **self.decoding.model_dump(mode="json")}
 
     def embed(self, items: Sequence[Any], batch_size: int | None = None) -> np.ndarray:
         """Embed ``items`` in batches; returns float32 ``[len(items), dim]``.
@@ -219,6 +261,9 @@ class Encoder:
         bs = int(batch_size or self.default_batch_size)
         out = np.empty((len(items), int(self.dim)), dtype=np.float32)
         for item in items:
+            reason = nonfinite_reason(item)
+            if reason is not None:
+                raise BadItem(reason)
             self.check_item(item)
         for start in range(0, len(items), bs):
             batch = items[start : start + bs]
@@ -257,8 +302,14 @@ class Encoder:
                 f"embed_batch returned shape {tuple(raw.shape)} for {n} items, expected ({n}, {self.dim})",
             )
         if not np.isfinite(raw).all():
+            # Non-finite inputs never get here (check_item_or_reason and embed() fail those rows first):
+            # the plugin itself is broken.
             bad = int((~np.isfinite(raw)).any(axis=1).sum())
-            raise PluginError(who, f"embed_batch returned NaN or infinite values in {bad} of {n} rows")
+            raise PluginError(
+                who,
+                f"embed_batch returned NaN or infinite values in {bad} of {n} rows for finite input "
+                "(a fault in the plugin, not in the data)",
+            )
         return np.ascontiguousarray(raw, dtype=np.float32)
 
     def __repr__(self) -> str:
@@ -283,12 +334,20 @@ def validate_encoder_class(cls: Any) -> str | None:
         return f"{cls.__name__} does not implement embed_batch"
     if cls.load is Encoder.load:
         return f"{cls.__name__} does not implement load"
+    if cls.modality == "image":
+        taken = sorted(set(getattr(cls.Options, "model_fields", {})) & set(ImageDecoding.model_fields))
+        if taken:
+            return f"{cls.__name__}.Options declares {', '.join(taken)}, an image decoding option of the framework"
     return None
 
 
 def check_item_or_reason(encoder: Encoder, item: Any) -> str | None:
     """Why ``encoder`` rejects ``item`` (its :class:`BadItem` reason), or None: a rejected item is a row
-    recorded as failed, not an error that stops the run."""
+    recorded as failed, not an error that stops the run. Non-finite input is rejected here for every
+    encoder, so that non-finite output can only mean a broken plugin."""
+    reason = nonfinite_reason(item)
+    if reason is not None:
+        return reason
     try:
         encoder.check_item(item)
     except BadItem as e:

@@ -4,7 +4,9 @@
 - audio: :class:`Audio`, ``float32`` samples ``[channels, n]`` plus the sample rate (encoders resample);
 - text: a ``str``.
 
-Decoders produce exactly these; encoders convert from here (resize, resample, tokenise).
+Decoders produce exactly these; encoders convert from here (resize, resample, tokenise). A float item
+with NaN or infinite values is bad input, not a broken encoder: :func:`nonfinite_reason` says why, and the
+framework records that row as failed before any encoder sees it.
 """
 
 from __future__ import annotations
@@ -38,3 +40,15 @@ class Audio:
     @property
     def channels(self) -> int:
         return int(self.samples.shape[0])
+
+
+def nonfinite_reason(item: object) -> str | None:
+    """Why ``item`` cannot be embedded because it holds NaN or infinite values, or None."""
+    values = item.samples if isinstance(item, Audio) else item
+    if not isinstance(values, np.ndarray) or values.dtype.kind not in "fc":
+        return None  # integers (images) and text are always finite
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if not bad:
+        return None
+    what = "audio samples" if isinstance(item, Audio) else "values"
+    return f"input has {bad} NaN or infinite {what} (of {values.size})"

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .errors import UserError, field_errors
-from .files import atomic_open
+from .files import atomic_open, decode_user_line
 
 MANIFEST_VERSION = 1
 Split = Literal["train", "val", "test"]
@@ -117,9 +117,11 @@ class Manifest:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, value) of each non-blank line; a line that is not JSON is a UserError naming it."""
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    """(line number, value) of each non-blank line; a line that is not JSON (or not UTF-8) is a UserError
+    naming it. A byte order mark before the first line is skipped, as spreadsheet programs write one."""
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = decode_user_line(path, lineno, raw)
             if not line.strip():
                 continue
             try:
@@ -170,6 +172,18 @@ def _validated(model: type[BaseModel], obj: object, p: Path, lineno: int):  # ty
         raise UserError(f"{p}:{lineno}: {field_errors(e, first_only=True)}") from None
 
 
+def json_line(obj: Any) -> str:
+    """One JSONL line, non-ASCII text as UTF-8. A file name that is not UTF-8 reaches us with lone surrogates
+    (``os.fsdecode``), which UTF-8 cannot hold: they are written as JSON escapes (``"\\udce9"``), which
+    ``json.loads`` turns back into the same string, so the path opens the same file again."""
+    line = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join(f"\\u{ord(c):04x}" if "\ud800" <= c <= "\udfff" else c for c in line)
+    return line
+
+
 def write_manifest(
     path: str | os.PathLike[str], pairs: Iterable[Pair], a: str, b: str, source: str | None = None
 ) -> Path:
@@ -177,7 +191,7 @@ def write_manifest(
     p = Path(path)
     header = ManifestHeader(a=a, b=b, source=source)
     with atomic_open(p) as f:
-        f.write(header.model_dump_json(exclude_none=True) + "\n")
+        f.write(json_line(header.model_dump(mode="json", exclude_none=True)) + "\n")
         for pair in pairs:
-            f.write(pair.model_dump_json(exclude_none=True) + "\n")
+            f.write(json_line(pair.model_dump(mode="json", exclude_none=True)) + "\n")
     return p

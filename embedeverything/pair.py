@@ -21,13 +21,18 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
 from .files import write_text_atomic
+from .pair_data import detect_kind, ingest_data, labels_from_folders, listing
 
 if TYPE_CHECKING:
-    from .manifest import Manifest, Pair
+    from .manifest import Manifest
     from .train import TrainConfig
 
 STATE_FILE = "pair.json"
-VIDEO_EXTS = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"}
+#: Fewer pairs cannot be split into train, validation and test parts worth training on.
+MIN_PAIRS = 10
+#: built-in losses that never read the labels: with another loss (``clip-label``, or a plugin's, which may),
+#: new labels mean new training
+LABEL_FREE_LOSSES = frozenset({"clip", "siglip", "vse-hinge"})
 
 
 @dataclass
@@ -42,13 +47,15 @@ class PairRun:
     clips: Path | None = None  # vggsound: the folder of clips
     a_options: dict[str, Any] = field(default_factory=dict)
     b_options: dict[str, Any] = field(default_factory=dict)
-    ingest_options: dict[str, Any] = field(default_factory=dict)  # frames / every / window / pattern
+    # frames / every / window / pattern; a table's columns: a_col / b_col / label_col / split_col / id_col
+    ingest_options: dict[str, Any] = field(default_factory=dict)
     train_options: dict[str, Any] = field(default_factory=dict)
     preset: str = "default"
     workers: int | None = None
     scheduler: str | None = None
     threads: int | None = None
-    labels_from_folders: bool = False  # label = the name of the folder holding each file
+    # label = the name of the folder holding each file; None: for videos all in class folders one level down
+    labels_from_folders: bool | None = None
     figures: bool = True
     force: bool = False
 
@@ -69,6 +76,7 @@ class PairSummary:
     figures: list[Path] = field(default_factory=list)
     card: Path | None = None
     export: Path | None = None
+    random_weights: list[str] = field(default_factory=list)  # encoders that ran with random weights
 
     @property
     def exit_code(self) -> int:
@@ -94,71 +102,6 @@ def _load_state(out: Path) -> dict[str, Any]:
 
 def _save_state(out: Path, state: dict[str, Any]) -> None:
     write_text_atomic(out / STATE_FILE, json.dumps(state, indent=2, sort_keys=True))
-
-
-def detect_kind(data: Path, clips: Path | None) -> str:
-    """videos (a folder holding video files), pairs (a folder of files sharing stems), vggsound or table."""
-    if not data.exists():
-        raise UserError(f"--data {data} does not exist")
-    if data.is_dir():
-        for p in data.rglob("*"):
-            if p.suffix.lower() in VIDEO_EXTS and p.is_file():
-                return "videos"
-        return "pairs"
-    if clips is not None:
-        return "vggsound"
-    if data.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
-        return "table"
-    raise UserError(f"cannot tell what kind of data {data} is; give --kind videos|vggsound|pairs|table")
-
-
-def _listing(data: Path, clips: Path | None) -> list[Any]:
-    """What ingestion depends on, cheaply: file names, sizes and times (a grown folder re-ingests)."""
-    roots = [data] + ([clips] if clips is not None else [])
-    out: list[Any] = []
-    for root in roots:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for p in files:
-            if p.name.startswith("manifest") or ".zarr" in p.parts[-2:]:
-                continue
-            st = p.stat()
-            out.append((str(p), st.st_size, st.st_mtime_ns))
-    return out
-
-
-def _ingest(run: PairRun, kind: str, manifest: Path) -> Any:
-    from . import ingest as ing
-
-    opts = ing.IngestOptions()
-    io = dict(run.ingest_options)
-    if kind == "videos":
-        plan = ing.FramePlan(
-            **{k: v for k, v in io.items() if k in ("frames", "every", "window") and v is not None}
-        )
-        return ing.ingest_videos(run.data, manifest, plan, opts)
-    if kind == "vggsound":
-        if run.clips is None:
-            raise UserError("VGG-Sound data needs --clips DIR (the folder of downloaded clips)")
-        plan = ing.FramePlan(
-            **{k: v for k, v in io.items() if k in ("frames", "every", "window") and v is not None}
-        )
-        kw = {"pattern": io["pattern"]} if io.get("pattern") else {}
-        return ing.ingest_vggsound(run.data, run.clips, manifest, plan=plan, opts=opts, **kw)
-    if kind == "pairs":
-        return ing.ingest_pairs(run.data, manifest, opts)
-    if kind == "table":
-        return ing.ingest_table(run.data, manifest, opts=opts)
-    raise UserError(f"unknown --kind {kind!r}; expected videos, vggsound, pairs or table")
-
-
-def _labelled_by_folder(pairs: list[Pair]) -> list[Pair]:
-    """Every pair labelled with the name of the folder its first file sits in (``videos/dog/1.mp4`` -> ``dog``)."""
-    out = []
-    for p in pairs:
-        ref = p.a if p.a.path is not None else p.b
-        label = Path(ref.path).parent.name if ref.path is not None else None
-        out.append(p.model_copy(update={"label": label or p.label}))
-    return out
 
 
 def _check_sides(modalities: tuple[str, str], enc_a: Any, enc_b: Any) -> None:
@@ -194,6 +137,7 @@ class _Stages:
     state: dict[str, Any]
     log: Log
     progress: Any
+    labels: str = ""  # fingerprint of the rows' labels: the eval stage's outputs all show them
 
     def record(self, stage: str, value: dict[str, Any]) -> None:
         self.state[stage] = value
@@ -215,6 +159,12 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
     m = _ingest_stage(st, kind)
     if not m.pairs:
         raise UserError(f"no pairs could be made from {run.data}; see {run.out / 'manifest.failures.jsonl'}")
+    if len(m.pairs) < MIN_PAIRS:  # said before the embedding, which would take minutes for nothing
+        more = " (or more per video: --every S, --frames K)" if kind in ("videos", "vggsound") else ""
+        raise UserError(
+            f"only {len(m.pairs)} pairs from {run.data}; at least {MIN_PAIRS} are needed to train: "
+            f"add data{more}"
+        )
     _check_sides((m.header.a, m.header.b), enc_a, enc_b)
     keys = _embed_stage(st)
     summary.adapter = _train_stage(st, cfg, keys)
@@ -239,14 +189,17 @@ def _ingest_stage(st: _Stages, kind: str) -> Manifest:
 
     run, summary = st.run, st.summary
     manifest = summary.manifest
+    by_folder, said = labels_from_folders(run, kind)
+    if said:
+        st.log(said)
     fp = _fp(
         {
             "kind": kind,
             "data": str(run.data.resolve()),
             "clips": str(run.clips),
             "options": run.ingest_options,
-            "labels": run.labels_from_folders,
-            "files": _listing(run.data, run.clips),
+            "labels": by_folder,
+            "files": listing(run.data, run.clips),
         }
     )
     if st.state.get("ingest", {}).get("fp") == fp and manifest.exists():
@@ -254,12 +207,16 @@ def _ingest_stage(st: _Stages, kind: str) -> Manifest:
         summary.ingest_failures = int(st.state["ingest"].get("failures", 0))
         st.log(f"ingest: up to date ({manifest})")
         return read_manifest(manifest)
-    res = _ingest(run, kind, manifest)
-    if run.labels_from_folders:
-        res.pairs = _labelled_by_folder(res.pairs)
+    res = ingest_data(run, kind, manifest)
+    if by_folder:
+        from .ingest.videos import labelled_by_folder
+
+        res.pairs = labelled_by_folder(res.pairs)
         write_manifest(manifest, res.pairs, res.a, res.b, res.source)
     summary.ingest_failures = len(res.failures)
     st.log(f"ingest ({kind}): {len(res.pairs)} pairs from {res.inputs} inputs, {len(res.failures)} failed")
+    for line in res.failure_lines(examples=0)[1:]:  # by reason, and where the list is
+        st.log(line)
     st.record("ingest", {"fp": fp, "failures": len(res.failures)})
     return res.as_manifest()
 
@@ -267,21 +224,23 @@ def _ingest_stage(st: _Stages, kind: str) -> Manifest:
 def _embed_stage(st: _Stages) -> dict[str, str]:
     """Each side's array key; embedding is a no-op when done and resumes chunk by chunk when cut short."""
     from .embed import embed_side
+    from .encoder import options_given_by
 
     run, summary = st.run, st.summary
     keys = {}
     for side, name, opts in (("a", run.a, run.a_options), ("b", run.b, run.b_options)):
-        rep = embed_side(
-            summary.store,
-            str(summary.manifest),
-            side,
-            name,
-            opts,
-            threads=run.threads,
-            workers=run.workers,
-            scheduler=run.scheduler,
-            **(st.progress(side, name) if st.progress else {}),
-        )
+        with options_given_by(f"--{side}-opt"):  # a plugin's hints name the flag of `ee pair`
+            rep = embed_side(
+                summary.store,
+                str(summary.manifest),
+                side,
+                name,
+                opts,
+                threads=run.threads,
+                workers=run.workers,
+                scheduler=run.scheduler,
+                **(st.progress(side, name) if st.progress else {}),
+            )
         keys[side] = rep.key
         summary.embed_failures[side] = rep.failed
         st.log(
@@ -303,14 +262,22 @@ def _train_stage(st: _Stages, cfg: TrainConfig, keys: dict[str, str]) -> Path:
     s = Store.open(summary.store, read_only=True)
     usable = paired_rows(s.embedding(keys["a"]), s.embedding(keys["b"]))
     summary.rows_used = int(usable.size)
-    if usable.size < 10:
-        raise UserError(f"only {usable.size} pairs have both sides embedded; at least 10 are needed to train")
+    summary.random_weights = [
+        arr.encoder for arr in (s.embedding(keys["a"]), s.embedding(keys["b"])) if _random(arr.identity)
+    ]
+    if usable.size < MIN_PAIRS:
+        raise UserError(
+            f"only {usable.size} pairs have both sides embedded; at least {MIN_PAIRS} are needed to train"
+        )
+    meta = s.rows()
+    st.labels = _fp([meta["id"][usable].tolist(), meta["label"][usable].tolist()])
     fp = _fp(
         {
             "a": keys["a"],
             "b": keys["b"],
             "config": cfg.model_dump(mode="json"),
             "rows": rows_hash(s.ids(), usable),
+            **({} if cfg.loss in LABEL_FREE_LOSSES else {"labels": st.labels}),
         }
     )
     train_dir = run.out / "train"
@@ -329,7 +296,6 @@ def _train_stage(st: _Stages, cfg: TrainConfig, keys: dict[str, str]) -> Path:
         keys["b"],
         train_dir,
         cfg,
-        resume=True,
         progress=st.progress("train", None) if st.progress else None,
     )
     st.log(
@@ -339,9 +305,13 @@ def _train_stage(st: _Stages, cfg: TrainConfig, keys: dict[str, str]) -> Path:
     return result.adapter_path
 
 
+def _random(identity: Any) -> bool:
+    return identity is not None and identity.weights == "random-init"
+
+
 def _eval_stage(st: _Stages) -> None:
     """Eval, figures, model card and export, all from one load of the adapter and one opening of the
-    store; kept while the adapter is the one they were made from."""
+    store; kept while the adapter and the rows' labels are those they were made from."""
     from . import evaluate as ev
     from .files import file_digest
 
@@ -349,7 +319,8 @@ def _eval_stage(st: _Stages) -> None:
     assert summary.adapter is not None
     adapter_hash = file_digest(summary.adapter)[:16]
     metrics_path = run.out / "metrics.json"
-    if st.state.get("eval", {}).get("adapter") == adapter_hash and metrics_path.exists():
+    made = {"adapter": adapter_hash, "labels": st.labels}
+    if st.state.get("eval") == made and metrics_path.exists():
         summary.skipped.append("eval")
         summary.metrics = json.loads(metrics_path.read_text())
         st.log("eval: up to date")
@@ -362,4 +333,4 @@ def _eval_stage(st: _Stages) -> None:
         summary.figures = ev.make_figures(data, run.out / "figures")
     summary.card = ev.write_model_card(data, report, summary.figures)
     summary.export = ev.export_embeddings(None, data, run.out / "export")
-    st.record("eval", {"adapter": adapter_hash})
+    st.record("eval", made)

@@ -81,3 +81,22 @@ def recall_at_1_matrix(sim: torch.Tensor) -> tuple[float, float]:
     hits_ab = int((diag > others.max(1).values).sum())
     hits_ba = int((diag > others.max(0).values).sum())
     return hits_ab / n, hits_ba / n
+
+
+@torch.no_grad()
+def recall_at_1_mixed(
+    cos: torch.Tensor, rel: torch.Tensor, weights: list[float] | tuple[float, ...]
+) -> list[tuple[float, float]]:
+    """R@1 both ways of the fused similarity ``cos + w (rel - cos)``, i.e. ``(1 - w) cos + w rel``, for
+    each ``w`` of ``weights``: :func:`recall_at_1_matrix` of each fused matrix, with one difference matrix
+    and one buffer for all of them instead of new matrices per ``w``."""
+    diff = rel - cos
+    fused = torch.empty_like(cos)
+    out = []
+    for w in weights:
+        torch.add(cos, diff, alpha=w, out=fused)
+        diag = fused.diagonal().clone()
+        fused.fill_diagonal_(-float("inf"))
+        n = max(1, fused.shape[0])
+        out.append((int((diag > fused.amax(1)).sum()) / n, int((diag > fused.amax(0)).sum()) / n))
+    return out

@@ -31,5 +31,9 @@ def choose_device(want: str = "auto") -> Any:
     if want == "auto":
         want = "cuda" if torch.cuda.is_available() else "cpu"
     if want == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--opt device={want} but torch sees no CUDA device; use device=cpu or auto")
+        from .encoder import option_flag
+
+        raise UserError(
+            f"{option_flag()} device={want} but torch sees no CUDA device; use device=cpu or auto"
+        )
     return torch.device(want)

@@ -22,17 +22,18 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .encoder import EncoderIdentity
-from .errors import StoreError, UserError
+from . import locks
+from .arrays import DONE, FAILED, PENDING, EmbeddingArray, paired_rows
+from .errors import StoreError, UserError, writing
+
+__all__ = ["DONE", "FAILED", "PENDING", "EmbeddingArray", "Store", "is_url", "local_path", "paired_rows"]
 
 STORE_FORMAT = 1
-PENDING, DONE, FAILED = 0, 1, 2
 ROW_FIELDS = ("id", "group", "split", "label")
 ROWS_CHUNK = 65536
 DEFAULT_CHUNK_ROWS = 256
@@ -49,125 +50,34 @@ def local_path(location: str) -> Path | None:
     return None if is_url(location) else Path(location)
 
 
-@dataclass
-class EmbeddingArray:
-    """One (side, encoder, options) array of a store, with its per-row state."""
+def _open_root(loc: str, path: Path | None, read_only: bool) -> Any:
+    """The root group, initialised as an empty store if new (under the index lock for a writer)."""
+    import zarr
 
-    store: Store
-    key: str
-    group: Any  # zarr.Group
-
-    @property
-    def side(self) -> str:
-        return str(self.group.attrs["side"])
-
-    @property
-    def encoder(self) -> str:
-        return str(self.group.attrs["encoder"])
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return dict(self.group.attrs.get("options", {}))
-
-    @property
-    def dim(self) -> int:
-        return int(self.group.attrs["dim"])
-
-    @property
-    def chunk_rows(self) -> int:
-        return int(self.group.attrs["chunk_rows"])
-
-    @property
-    def identity(self) -> EncoderIdentity | None:
-        raw = self.group.attrs.get("identity")
-        return None if raw is None else EncoderIdentity.model_validate(raw)
-
-    def set_identity(self, identity: EncoderIdentity) -> None:
-        self.group.attrs["identity"] = identity.model_dump(mode="json")
-
-    @property
-    def data(self) -> Any:
-        return self.group["data"]
-
-    @property
-    def n_rows(self) -> int:
-        return int(self.group["state"].shape[0])
-
-    def state(self) -> np.ndarray:
-        return np.asarray(self.group["state"][:], dtype=np.uint8)
-
-    def errors(self) -> np.ndarray:
-        return np.asarray(self.group["error"][:], dtype=object)
-
-    def counts(self) -> dict[str, int]:
-        st = self.state()
-        return {
-            "rows": int(st.size),
-            "done": int((st == DONE).sum()),
-            "failed": int((st == FAILED).sum()),
-            "pending": int((st == PENDING).sum()),
-        }
-
-    def n_chunks(self) -> int:
-        return -(-self.n_rows // self.chunk_rows)
-
-    def chunk_bounds(self, chunk: int) -> tuple[int, int]:
-        lo = chunk * self.chunk_rows
-        return lo, min(lo + self.chunk_rows, self.n_rows)
-
-    def pending_chunks(self, rows: np.ndarray | None = None) -> list[int]:
-        """Chunks holding pending rows (restricted to ``rows`` when given: rows still in the manifest)."""
-        st = self.state()
-        mask = st == PENDING
-        if rows is not None:
-            keep = np.zeros_like(mask)
-            keep[rows[rows < st.size]] = True
-            mask &= keep
-        return sorted({int(r) // self.chunk_rows for r in np.flatnonzero(mask)})
-
-    def resize(self, n: int) -> None:
-        if n < self.n_rows:
-            raise StoreError(f"array {self.key} has {self.n_rows} rows; it never shrinks (asked {n})")
-        # each array on its own: a kill between two resizes leaves them of different lengths
-        for name in ("data", "error", "state"):
-            arr = self.group[name]
-            if arr.shape[0] != n:
-                arr.resize((n, *arr.shape[1:]))
-
-    def write_chunk(self, chunk: int, values: np.ndarray, state: np.ndarray, errors: Sequence[str]) -> None:
-        """Write one whole row block: data first, then reasons, then state (the commit mark)."""
-        lo, hi = self.chunk_bounds(chunk)
-        n = hi - lo
-        if values.shape != (n, self.dim) or state.shape != (n,) or len(errors) != n:
-            raise StoreError(f"chunk {chunk} of {self.key}: block of {n} rows expected")
-        self.group["data"][lo:hi] = values.astype(np.float32, copy=False)
-        self.group["error"][lo:hi] = np.asarray(list(errors), dtype=str)
-        self.group["state"][lo:hi] = state.astype(np.uint8, copy=False)
-
-    def read_chunk(self, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lo, hi = self.chunk_bounds(chunk)
-        return (
-            np.asarray(self.group["data"][lo:hi], dtype=np.float32),
-            np.asarray(self.group["state"][lo:hi], dtype=np.uint8),
-            np.asarray(self.group["error"][lo:hi], dtype=object),
+    try:
+        root = zarr.open_group(
+            str(path) if path is not None else loc, mode="r" if read_only else "a", zarr_format=3
         )
+    except FileNotFoundError:
+        raise UserError(f"no embedding store at {loc}") from None
+    except Exception as e:
+        raise StoreError(f"cannot open store {loc}: {type(e).__name__}: {e}") from None
+    fmt = root.attrs.get("ee_store")
+    if fmt is None:
+        if read_only or _has_members(root):
+            raise StoreError(f"{loc} is a Zarr group but not an embedeverything store")
+        root.attrs.update({"ee_store": STORE_FORMAT, "rows": 0})  # one write: whole or absent
+    elif int(fmt) > STORE_FORMAT:
+        raise StoreError(f"{loc}: store format {fmt} is newer than this embedeverything ({STORE_FORMAT})")
+    return root
 
-    def read(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """The embeddings of ``rows`` (all rows when None), float32 ``[len(rows), dim]``."""
-        if rows is None:
-            return np.asarray(self.group["data"][:], dtype=np.float32)
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size and np.all(np.diff(rows) == 1):
-            return np.asarray(self.group["data"][int(rows[0]) : int(rows[-1]) + 1], dtype=np.float32)
-        return np.asarray(self.group["data"].get_orthogonal_selection((rows, slice(None))), dtype=np.float32)
 
+def _has_members(root: Any) -> bool:
+    import warnings
 
-def paired_rows(a: EmbeddingArray, b: EmbeddingArray, n_rows: int | None = None) -> np.ndarray:
-    """Rows that both sides have embedded: the only rows training and evaluation may use.
-
-    ``n_rows`` caps them at the store's row count (an array may have grown ahead of the row list)."""
-    n = min(a.n_rows, b.n_rows, a.n_rows if n_rows is None else n_rows)
-    return np.flatnonzero((a.state()[:n] == DONE) & (b.state()[:n] == DONE))
+    with warnings.catch_warnings():  # our own lock folder is no Zarr node, and zarr says so
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        return any(True for _ in root.members())
 
 
 class Store:
@@ -180,31 +90,30 @@ class Store:
     # ---- opening ------------------------------------------------------------------------------
     @classmethod
     def open(cls, location: str | os.PathLike[str], create: bool = False, read_only: bool = False) -> Store:
-        import zarr
-
         loc = str(location)
         path = local_path(loc)
         if path is not None and not (path / "zarr.json").exists():
             if not create:
                 raise UserError(f"no embedding store at {loc} (run `ee embed` first)")
             path.mkdir(parents=True, exist_ok=True)
-        mode = "r" if read_only else "a"
-        try:
-            root = zarr.open_group(str(path) if path is not None else loc, mode=mode, zarr_format=3)
-        except FileNotFoundError:
-            raise UserError(f"no embedding store at {loc}") from None
-        except Exception as e:
-            raise StoreError(f"cannot open store {loc}: {type(e).__name__}: {e}") from None
-        fmt = root.attrs.get("ee_store")
-        if fmt is None:
-            if read_only or any(True for _ in root.members()):
-                raise StoreError(f"{loc} is a Zarr group but not an embedeverything store")
-            root.attrs.update({"ee_store": STORE_FORMAT, "rows": 0})  # one write: whole or absent
-        elif int(fmt) > STORE_FORMAT:
-            raise StoreError(f"{loc}: store format {fmt} is newer than this embedeverything ({STORE_FORMAT})")
-        return cls(loc, root)
+        # a writer makes the root under the index lock: two first writers must not both initialise it
+        with contextlib.nullcontext() if read_only else locks.index_lock(path):
+            return cls(loc, _open_root(loc, path, read_only))
 
     # ---- rows ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def index_lock(self) -> Iterator[None]:
+        """Hold the store's index lock with the root's metadata read afresh (see ``locks.py``)."""
+        with locks.index_lock(local_path(self.location)):
+            import zarr
+
+            self.root = zarr.open_group(self._zarr_location(), mode="a", zarr_format=3)
+            yield
+
+    def _zarr_location(self) -> str:
+        path = local_path(self.location)
+        return str(path) if path is not None else self.location
+
     def _rows_array(self, name: str) -> Any:
         if f"rows/{name}" not in self.root:
             self.root.create_array(f"rows/{name}", shape=(0,), chunks=(ROWS_CHUNK,), dtype=str)
@@ -235,8 +144,14 @@ class Store:
     def sync_rows(self, pairs: Sequence[Any]) -> tuple[np.ndarray, int]:
         """Append the pairs whose ids are new (in manifest order); refresh the others' metadata.
 
-        Returns the row of every pair (aligned with ``pairs``) and how many rows were appended.
+        Returns the row of every pair (aligned with ``pairs``) and how many rows were appended. The whole
+        read-modify-write runs under the index lock, on the row list as it is on disk then: a writer
+        that read it before another appended would give its rows the other's row numbers.
         """
+        with self.index_lock(), writing(self.location, "the row index"):
+            return self._sync_rows(pairs)
+
+    def _sync_rows(self, pairs: Sequence[Any]) -> tuple[np.ndarray, int]:
         old = self.rows()
         n_old = len(old["id"])
         index = {str(i): r for r, i in enumerate(old["id"])}
@@ -299,9 +214,33 @@ class Store:
         ]
 
     def ensure_embedding(
-        self, key: str, *, side: str, encoder: str, options: dict[str, Any], dim: int, chunk_rows: int
+        self,
+        key: str,
+        *,
+        side: str,
+        encoder: str,
+        options: dict[str, Any],
+        dim: int,
+        chunk_rows: int,
+        chunk_source: str = "",
     ) -> EmbeddingArray:
-        """The array for ``key``, created if new, grown to the store's row count."""
+        """The array for ``key``, created if new, grown to the store's row count (under the index lock:
+        two writers creating arrays at once would both create the ``embeddings`` group).
+
+        ``chunk_source`` says how ``chunk_rows`` was chosen; both stay for the array's life."""
+        with self.index_lock(), writing(self.location, f"array {key}"):
+            return self._ensure_embedding(key, side, encoder, options, dim, chunk_rows, chunk_source)
+
+    def _ensure_embedding(
+        self,
+        key: str,
+        side: str,
+        encoder: str,
+        options: dict[str, Any],
+        dim: int,
+        chunk_rows: int,
+        chunk_source: str,
+    ) -> EmbeddingArray:
         path = f"embeddings/{key}"
         if key not in self.keys():
             # new, or a creation that a kill cut short: (re)made whole; nothing in it was marked done
@@ -313,6 +252,7 @@ class Store:
                     "options": options,
                     "dim": int(dim),
                     "chunk_rows": int(chunk_rows),
+                    "chunk_rows_source": chunk_source,
                 }
             )
             n = self.n_rows
@@ -326,34 +266,22 @@ class Store:
         arr.resize(self.n_rows)
         return arr
 
+    def remove_embedding(self, key: str) -> None:
+        """Delete one array, ``state`` first: a kill part-way leaves a creation cut short, which
+        :meth:`keys` does not list and :meth:`ensure_embedding` makes again whole. Take the array's
+        :meth:`writer_lock` around it."""
+        self.embedding(key)  # an unknown key is the user's mistake, said as such
+        group = self.root[f"embeddings/{key}"]
+        del group["state"]
+        del self.root["embeddings"][key]
+
     # ---- locking and housekeeping ----------------------------------------------------------------
     @contextlib.contextmanager
     def writer_lock(self, key: str) -> Iterator[None]:
-        """One ``ee embed`` per array at a time (on local disk; the OS drops the lock if we die)."""
-        path = local_path(self.location)
-        if path is None:
+        """One ``ee embed`` per array at a time (on local disk; see ``locks.py``)."""
+        with locks.array_lock(local_path(self.location), key):
+            self.remove_partial_files(key)
             yield
-            return
-        import fcntl
-
-        lock_dir = path / ".ee-locks"
-        lock_dir.mkdir(exist_ok=True)
-        with open(lock_dir / f"{key}.lock", "a+") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                other = f.read().strip() or "another process"
-                raise UserError(f"array {key} is being written by {other}; wait for it or stop it") from None
-            f.seek(0)
-            f.truncate()
-            f.write(f"pid {os.getpid()}")
-            f.flush()
-            try:
-                self.remove_partial_files(key)
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     def remove_partial_files(self, key: str) -> int:
         """Delete temporary chunk files a killed writer left (zarr writes ``*.partial`` then renames)."""

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import typer.main
 
-from embedeverything.cli import app
+from embedeverything.cli import INTERNAL_ERROR_EXIT, app
+from embedeverything.errors import DISK_FULL_EXIT
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "cli.md"
 
@@ -55,7 +56,11 @@ def render() -> str:
         "# CLI reference\n",
         "Generated from the code by `python scripts/gen_cli_docs.py`; `ee COMMAND --help` says the same.\n",
         "Exit status everywhere: 0 all done; 1 finished but some rows failed; 2 a user's mistake (one line, "
-        "nothing done); 130 interrupted, finished work kept.\n",
+        f"nothing done); {INTERNAL_ERROR_EXIT} an internal error, a bug in embedeverything (report it on the "
+        "project's issue tracker with the traceback that `EE_DEBUG=1` prints); "
+        f"{DISK_FULL_EXIT} a write found no space (full disk, quota or file-size limit: one line naming what, "
+        "where and the space wanted; nothing half written, and the same command goes on once space is freed); "
+        "130 interrupted, finished work kept.\n",
     ]
     for name in sorted(root.commands):
         _command(root.commands[name], f"ee {name}", out, 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +58,8 @@ def test_round_trip(trained, tmp_path):
     cfg = ad.config
     anchors = cfg.a.head.anchors  # chosen on validation (or not) by the default settings
     assert cfg.format_version == FORMAT_VERSION and cfg.b.head.anchors == anchors
-    assert cfg.shared_dim == cfg.a.head.output_dim == 256 + (anchors.count if anchors else 0)
+    assert cfg.training.settings["dim"] == 1024  # the default's dim for a few hundred pairs
+    assert cfg.shared_dim == cfg.a.head.output_dim == 1024 + (anchors.count if anchors else 0)
     assert cfg.a.identity.name == "enca" and cfg.b.identity.dim == 16
     assert cfg.a.head.kind == "mlp" and cfg.loss.name == "clip" and "logit_scale" in cfg.loss.learned
     assert cfg.training.rows > 0 and cfg.training.row_ids_sha256.startswith("sha256:")
@@ -377,7 +379,53 @@ def test_reads_format_version_1(tmp_path):
         del cfg["training"][field]
     v1 = _write(tmp_path / "v1.safetensors", {**meta, META_CONFIG: json.dumps(cfg)}, tensors)
     ad = load_adapter(v1)
-    assert ad.config.format_version == FORMAT_VERSION == 2
+    assert ad.config.format_version == FORMAT_VERSION == 3
     assert ad.config.a.head.anchors is None and ad.config.training.refit_epochs is None
     x = np.random.default_rng(0).standard_normal((3, 32)).astype(np.float32)
     assert np.array_equal(ad.a(x), load_adapter(res.adapter_path).a(x))
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (lambda t: t["a.std"].zero_(), "a.std holds values <= 0"),
+        (lambda t: t["b.std"].__setitem__(0, -1.0), "b.std holds values <= 0"),
+    ],
+    ids=["zero-std", "negative-std"],
+)
+def test_refuses_a_std_that_gives_non_finite_output_even_with_the_hash_recomputed(
+    trained, tmp_path, edit, said
+):
+    meta, tensors = _raw(trained)
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    edit(tensors)
+    bad = _write(tmp_path / "bad.safetensors", meta, tensors)  # hash recomputed: the integrity check passes
+    with pytest.raises(UserError, match=said):
+        load_adapter(bad)
+
+
+def test_the_store_is_found_from_any_folder_and_after_a_move(tmp_path, monkeypatch):
+    """Trained with a relative --store in one folder; used from another folder, and after the adapter's
+    folder and the store moved together, without naming the store."""
+    import shutil
+
+    from embedeverything.evaluate.data import resolve_store_location
+
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    make_store(work / "data" / "s.zarr", n=60)
+    monkeypatch.chdir(work)
+    res = train(
+        "data/s.zarr", None, None, "runs/r1", make_config(epochs=1, refit=False, anchors="off", **FAST)
+    )
+    info = load_adapter(res.adapter_path).config.training
+    assert info.store == "../../data/s.zarr" and info.store_absolute == str(work / "data" / "s.zarr")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    adapter = work / "runs" / "r1" / "adapter.safetensors"
+    assert resolve_store_location(adapter, load_adapter(adapter), None) == str(work / "data" / "s.zarr")
+    moved = shutil.move(str(work), str(tmp_path / "moved"))  # adapter and store together
+    adapter = tmp_path / "moved" / "runs" / "r1" / "adapter.safetensors"
+    found = resolve_store_location(adapter, load_adapter(adapter), None)
+    assert Path(found).resolve() == (Path(moved) / "data" / "s.zarr").resolve()

@@ -134,8 +134,10 @@ def test_repeated_worker_deaths_become_one_line_and_a_rerun_goes_on(tmp_path):
     finally:
         del os.environ["EE_TESTENC_DIE"]
     assert r.code == 1, r.err
-    lines = r.err.strip().splitlines()
-    assert len(lines) == 1 and "rows 8-15" in lines[0] and "rerun" in lines[0], r.err
+    # stderr: the progress bar's last state, then the one error line (no log lines, no traceback)
+    lines = [x for x in r.err.strip().splitlines() if not x.startswith("embed a with test-text")]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.err
+    assert "rows 8-15" in lines[0] and "rerun" in lines[0], r.err
     pending = only(store).counts()["pending"]
     assert 8 <= pending < 24  # the chunk that kills workers, and any queued behind it on the dead worker
     again = run_ee(*args, "--workers", "1")

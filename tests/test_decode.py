@@ -232,3 +232,56 @@ def test_no_file_handles_leak(media_dir: Path) -> None:
     for _ in range(10):
         run()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids of the live processes in process group ``pgid`` (read from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+def test_decoders_end_quietly_when_ee_is_killed(media_dir: Path, tmp_path: Path) -> None:
+    """kill -9 of `ee ingest` while its decoders work (one hung on a file): no decoder outlives it, and none
+    prints a traceback (BrokenPipeError) onto the terminal they share with it."""
+    import shutil
+    import subprocess
+    import sys
+
+    d = tmp_path / "v"
+    d.mkdir()
+    for i in range(6):
+        shutil.copy(media_dir / "clip.mp4", d / f"c{i}.mp4")
+    shutil.copy(media_dir / "clip.mp4", d / "stuck.mp4")
+    p = subprocess.Popen(
+        [sys.executable, "-m", "embedeverything", "ingest", "videos", str(d), "--workers", "2"],
+        env={**os.environ, HANG_ON_ENV: "stuck"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_group_members(p.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_group_members(p.pid)) >= 3, "the decoder processes never started"
+        time.sleep(0.5)  # the decoders are importing or working
+        os.kill(p.pid, signal.SIGKILL)
+        # stderr reaches its end only when every process holding it (the decoders too) has exited
+        _, err = p.communicate(timeout=20)
+        assert "Traceback" not in err and "Error" not in err, err
+        deadline = time.monotonic() + 5
+        while _group_members(p.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _group_members(p.pid)
+    finally:
+        for pid in _group_members(p.pid):
+            os.kill(pid, signal.SIGKILL)

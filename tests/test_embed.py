@@ -152,7 +152,35 @@ def test_contract_breaking_output_is_stopped_naming_the_plugin(tmp_path, fault, 
     )
     assert r.code == 2
     assert "testenc" in r.err and "test-text" in r.err and needle in r.err
+    if fault == "nan":  # the input was finite: the message says the plugin is at fault
+        assert "finite input" in r.err and "plugin" in r.err
     assert "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_nan_in_one_audio_file_fails_that_row_only(tmp_path):
+    """Non-finite input is bad data (its row fails with the reason); the other rows are embedded."""
+    import soundfile as sf
+    from media import write_tone
+
+    from embedeverything.manifest import MediaRef, Pair, write_manifest
+
+    pairs = []
+    for i in range(4):
+        path = write_tone(tmp_path / f"tone{i}.wav", 1.0, 220.0 * (i + 1))
+        if i == 2:
+            data, sr = sf.read(str(path), dtype="float32")
+            data[100] = np.nan
+            sf.write(str(path), data, sr, subtype="FLOAT")
+        pairs.append(
+            Pair(id=f"s{i}", a=MediaRef(kind="audio", path=path.name), b=MediaRef(kind="text", text="x"))
+        )
+    m = write_manifest(tmp_path / "m.jsonl", pairs, "audio", "text")
+    store = tmp_path / "s.zarr"
+    r = run_ee("embed", str(m), "-e", "test-audio", "--store", str(store))
+    assert r.code == 1, r.err
+    assert "3 done, 1 failed" in r.out
+    f = run_ee("store", "failures", str(store))
+    assert "s2" in f.out and "NaN or infinite audio samples" in f.out, f.out
 
 
 def test_user_mistakes_are_one_line_exit_2(tmp_path):
@@ -263,3 +291,93 @@ def test_ctrl_c_exits_130_and_keeps_finished_chunks(tmp_path):
     r = subprocess.run(_embed_cmd(m, tmp_path / "s.zarr", "-o", "delay=0.15"), capture_output=True, text=True)
     assert r.returncode == 0 and only_array(tmp_path / "s.zarr").counts()["done"] == 48
     assert os.path.exists(tmp_path / "s.zarr")
+
+
+def test_chunk_rows_fit_the_run():
+    from embedeverything.chunks import MAX_CHUNK_ROWS, chunk_rows_for
+
+    # a slow encoder over a short run: a twentieth of the run per chunk, in whole batches
+    assert chunk_rows_for(0.1, 200, 4) == 8
+    # never less than one batch, always whole batches
+    assert chunk_rows_for(1.0, 10, 8) == 8
+    assert chunk_rows_for(0.013, 1000, 8) % 8 == 0
+    # a long run: a few seconds per chunk, not a twentieth of hours
+    assert chunk_rows_for(0.05, 1_000_000, 8) * 0.05 <= 5.0
+    # a fast encoder: capped
+    assert chunk_rows_for(1e-7, 10_000_000, 32) == MAX_CHUNK_ROWS
+
+
+def test_new_array_times_a_batch_and_keeps_its_chunks_on_resume(tmp_path):
+    m = text_manifest(tmp_path / "m.jsonl", 40)
+    store = str(tmp_path / "s.zarr")
+    ticks: list[int] = []
+    # 0.05 s per batch of 8 over 40 rows: the whole run is 0.25 s, so a chunk is one batch
+    rep = embed_side(store, str(m), "a", "test-text", {"delay": 0.05}, on_progress=ticks.append)
+    arr = only_array(tmp_path / "s.zarr")
+    assert arr.chunk_rows == 8 and rep.done == 40
+    assert arr.group.attrs["chunk_rows_source"].startswith("timed:")
+    assert ticks and max(ticks) <= 8 and sum(ticks) == 40
+    # the manifest grows tenfold: the array keeps its chunks (a resume computes the same batches)
+    m2 = text_manifest(tmp_path / "m2.jsonl", 400)
+    embed_side(store, str(m2), "a", "test-text", {"delay": 0.05})
+    assert only_array(tmp_path / "s.zarr").chunk_rows == 8
+    # --chunk-rows still decides a new array's chunks
+    embed_side(store, str(m), "b", "test-text", {}, chunk_rows=12, batch_size=4)
+    b = Store.open(store).find(side="b")[0]
+    assert b.chunk_rows == 12 and b.group.attrs["chunk_rows_source"] == "--chunk-rows"
+
+
+def test_progress_moves_per_batch_within_a_chunk(tmp_path):
+    m = text_manifest(tmp_path / "m.jsonl", 16)
+    ticks: list[int] = []
+    embed_side(str(tmp_path / "s.zarr"), str(m), "a", "test-text", {}, chunk_rows=16, batch_size=4,
+               on_progress=ticks.append)  # fmt: skip
+    assert ticks == [4, 4, 4, 4]
+
+
+def _array_made(store):
+    return any((store / "embeddings").glob("*/state/zarr.json")) if (store / "embeddings").exists() else False
+
+
+@pytest.mark.slow
+def test_ctrl_c_half_way_keeps_most_of_what_was_done(tmp_path):
+    """Ctrl-C half way through a run of a slow encoder keeps >= 40% of the rows (a chunk fits the run)."""
+    m = image_manifest(tmp_path / "d", 96)
+
+    def cmd(store):
+        return [sys.executable, "-m", "embedeverything", "embed", str(m), "-e", "test-image",
+                "--store", str(store), "-o", "delay=0.15", "--threads", "1"]  # fmt: skip
+
+    def start(store):
+        p = subprocess.Popen(cmd(store), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        t0 = time.time()
+        while not _array_made(store):  # made once the encoder is loaded and timed: the embedding starts
+            assert p.poll() is None and time.time() - t0 < 60, "no array made"
+            time.sleep(0.02)
+        return p, time.time()
+
+    p, t0 = start(tmp_path / "ref.zarr")  # uninterrupted: how long the embedding takes here, now
+    out, _ = p.communicate(timeout=120)
+    whole = time.time() - t0
+    assert p.returncode == 0 and "96 embedded" in out
+    p, t0 = start(tmp_path / "s.zarr")
+    time.sleep(whole / 2)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and out == ""
+    done = only_array(tmp_path / "s.zarr").counts()["done"]
+    assert done >= 0.4 * 96, (done, whole)
+    line = err.strip().splitlines()[-1]
+    assert (
+        line.startswith(f"interrupted: {done} of 96 rows of a.test-image-") and "run the same command" in line
+    )
+    assert f"the {96 - done} left" in line
+    # resumed: the same chunks, the bytes of the uninterrupted run
+    r = subprocess.run(cmd(tmp_path / "s.zarr"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("\n") == 1  # stdout: the result line only; the bar is on stderr
+    ref = only_array(tmp_path / "ref.zarr")
+    got = only_array(tmp_path / "s.zarr")
+    assert got.chunk_rows == ref.chunk_rows and ref.chunk_rows < 64
+    assert got.read().tobytes() == ref.read().tobytes()

@@ -235,13 +235,32 @@ def test_diagnostics_on_known_cases():
 def test_ee_eval_writes_json_and_model_card(mlp_run, tmp_path, capsys):
     root, _, res = mlp_run
     out = tmp_path / "report.json"
-    assert ee_main("eval", str(res.adapter_path), "--json", str(out)) == 0
+    assert ee_main("eval", str(res.adapter_path), "--json-out", str(out)) == 0
     printed = capsys.readouterr().out
     assert "ridge a->b" in printed and "R@1 a→b" in printed and "modality_gap" in printed
     report = json.loads(out.read_text())
     assert report["methods"][0]["metrics"]["r1"] > 0.5
     card = (root / "run" / "README.md").read_text()
     assert "## Retrieval on the test rows" in card and "| procrustes |" in card and "enca" in card
+    assert "Prefer the" not in card  # the MLP heads beat every baseline on this relation
+
+
+def test_model_card_says_when_a_baseline_won(tmp_path):
+    """A linear relation and heads that barely trained: ridge wins on the test rows, and the card says so."""
+    from embedeverything.evaluate import evaluate, write_model_card
+
+    A, B, labels = planted(300, kind="linear")
+    store = write_store(tmp_path / "s.zarr", A, B, labels)
+    cfg = make_config(epochs=1, lr=1e-6, anchors="off", refit=False, **FAST)
+    res = train(store, None, None, tmp_path / "run", cfg)
+    rep = evaluate(res.adapter_path)
+    mean = {
+        m.name: (m.metrics["a2b_r1"] + m.metrics["b2a_r1"]) / 2 for m in rep.methods if m.kind != "correction"
+    }
+    best = max((n for n in mean if n != "adapter"), key=mean.get)
+    assert mean[best] > mean["adapter"] + 0.2, mean
+    card = write_model_card(res.adapter_path, rep).read_text()
+    assert f"**Prefer the `{best}` baseline for this data**" in card
 
 
 def test_export_parquet_and_npy(mlp_run, tmp_path):

@@ -48,6 +48,8 @@ def test_figures_are_pngs_of_the_expected_size(labelled_run):
             px = np.asarray(im.convert("RGB"))
         # something was drawn: many distinct colours, not a blank canvas
         assert len(np.unique(px.reshape(-1, 3), axis=0)) > 50
+    titles = [Image.open(p).info["Title"] for p in paths]
+    assert "coloured by class" in titles[0] and "colour: class" in titles[1], titles
     assert not list((root / "figs").glob("*.tmp*"))
 
 
@@ -57,8 +59,11 @@ def test_ee_figures_cli_is_reproducible_and_card_links_figures(labelled_run, cap
 
     root, _, adapter = labelled_run
     assert ee_main("figures", str(adapter), "--out", str(root / "cli"), "--max-points", "60") == 0
-    printed = capsys.readouterr().out.split()
+    captured = capsys.readouterr()
+    printed = captured.out.split()
     assert len(printed) == 3 and all(p.endswith(".png") for p in printed)
+    # progress goes to stderr: the figure being drawn, how many of the three are done
+    assert "figures" in captured.err and "3/3" in captured.err, captured.err
     x = np.random.default_rng(1).standard_normal((40, 5)).astype(np.float32)
     assert np.array_equal(umap_2d(x, seed=3), umap_2d(x, seed=3))  # fixed seed, same map
     card = write_model_card(adapter, evaluate(adapter), [root / "cli" / "b_both_modalities.png"])
@@ -78,3 +83,5 @@ def test_figures_without_labels(tmp_path):
     res = train(store, None, None, tmp_path / "run", make_config(epochs=2, checkpoint_every_s=1e9, threads=1))
     paths = make_figures(res.adapter_path, tmp_path / "figs", max_points=40, n_links=4)
     assert len(paths) == 3 and all(p.stat().st_size > 10_000 for p in paths)
+    titles = [Image.open(p).info["Title"] for p in paths[:2]]
+    assert all("class" not in t and "no labels" in t for t in titles), titles

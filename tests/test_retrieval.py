@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from embedeverything.retrieval import cosine_matrix, recall_at_1, true_ranks
+from embedeverything.retrieval import (
+    cosine_matrix,
+    recall_at_1,
+    recall_at_1_matrix,
+    recall_at_1_mixed,
+    true_ranks,
+)
 
 
 def _r1_from_ranks(za: torch.Tensor, zb: torch.Tensor) -> tuple[float, float]:
@@ -61,3 +67,17 @@ def test_retrieval_is_a_low_level_module():
         elif isinstance(node, ast.Import):
             imported.update(a.name for a in node.names)
     assert not {m for m in imported if m.startswith(".") or m.startswith("embedeverything")}, imported
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mixed_r1_equals_each_fused_matrix(seed):
+    g = torch.Generator().manual_seed(seed)
+    za = torch.randn(30, 5, generator=g)
+    cos = cosine_matrix(za, za + torch.randn(30, 5, generator=g))
+    rel = (torch.rand(30, 30, generator=g) * 4).round() / 4  # coarse values: many exact ties
+    rel.diagonal().add_(0.25)
+    cos[3] = cos[3, 0]  # a row of one value: its true pair ties with every candidate
+    weights = [0.0, 0.1, 0.5, 0.9, 1.0]
+    got = recall_at_1_mixed(cos, rel, weights)
+    assert got == [recall_at_1_matrix(torch.add(cos, rel - cos, alpha=w)) for w in weights]
+    assert len(set(got)) > 1

@@ -113,3 +113,51 @@ def test_a_kill_in_the_middle_of_appending_rows_or_making_an_array_is_harmless(t
     arr.group["data"].resize((5, 2))
     arr = s.ensure_embedding("a.x-1", side="a", encoder="x", options={}, dim=2, chunk_rows=2)
     assert [arr.group[n].shape[0] for n in ("data", "state", "error")] == [5, 5, 5]
+
+
+def test_store_rm_and_prune_remove_arrays_under_their_lock(tmp_path, capsys):
+    from conftest import ee_main, text_manifest
+
+    from embedeverything.embed import embed_side
+
+    m = text_manifest(tmp_path / "m.jsonl", 6)
+    loc = str(tmp_path / "s.zarr")
+    kept = embed_side(loc, str(m), "a", "test-text", {}).key
+    s = Store.open(loc)
+    # a run that stopped before its first chunk: an array with nothing done
+    s.ensure_embedding(
+        "b.test-text-0000000000", side="b", encoder="test-text", options={}, dim=16, chunk_rows=8
+    )
+    other = embed_side(loc, str(m), "b", "test-text", {"seed": 1}).key
+    assert len(s.keys()) == 3
+    assert ee_main("store", "prune", loc, "--dry-run") == 0
+    assert "would remove b.test-text-0000000000" in capsys.readouterr().out and len(s.keys()) == 3
+    with s.writer_lock("b.test-text-0000000000"):  # a writer at work on it: refused, nothing removed
+        assert ee_main("store", "prune", loc) == 2
+    assert "being written" in capsys.readouterr().err and len(s.keys()) == 3
+    assert ee_main("store", "prune", loc) == 0
+    assert capsys.readouterr().out == "removed b.test-text-0000000000\n"
+    assert Store.open(loc).keys() == sorted([kept, other])
+    assert ee_main("store", "rm", loc, other, "nosuch") == 2  # an unknown key: nothing removed
+    assert "no array 'nosuch'" in capsys.readouterr().err and len(Store.open(loc).keys()) == 2
+    assert ee_main("store", "rm", loc, other) == 0
+    assert Store.open(loc).keys() == [kept]
+    # a new array of the same key is made whole again
+    again = embed_side(loc, str(m), "b", "test-text", {"seed": 1})
+    assert again.key == other and again.done == 6
+
+
+def test_an_encoder_that_cannot_load_leaves_no_array(tmp_path, monkeypatch):
+    from conftest import image_manifest
+
+    from embedeverything.embed import embed_side
+
+    for var in ("EE_VGGISH_WEIGHTS", "EE_VGGISH_PCA"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("EE_OFFLINE", "1")
+    m = image_manifest(tmp_path / "d", 4)
+    loc = str(tmp_path / "s.zarr")
+    embed_side(loc, str(m), "a", "test-image", {})
+    with pytest.raises(UserError, match="--opt random_init=true"):
+        embed_side(loc, str(m), "a", "clip", {"cache_dir": str(tmp_path / "empty"), "checkpoint": None})
+    assert [a.encoder for a in Store.open(loc).arrays()] == ["test-image"]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_ee
 from safetensors import safe_open
 
 import embedeverything as ee
@@ -25,6 +26,7 @@ from embedeverything.plugins import register_plugin, unregister_plugin
 from embedeverything.store import DONE, FAILED, Store
 from embedeverything.train import make_config, recall_at_1, train
 from embedeverything.train.data import StreamingPairs
+from embedeverything.train.interrupt import TrainingInterrupted
 from embedeverything.train.split import load_split, rows_hash
 
 
@@ -158,6 +160,7 @@ def test_paper_preset_settings():
     assert make_config("paper", epochs=3).epochs == 3
     assert (cfg.refit, cfg.anchors) == (False, "off")  # the paper's run: no refit, no anchor part
     assert (make_config().refit, make_config().anchors) == (True, "auto")
+    assert (cfg.dim, make_config().dim, make_config("paper", dim=64).dim) == (256, "auto", 64)
     with pytest.raises(UserError, match="lr"):
         make_config(lr=-1)
     with pytest.raises(UserError, match="unknown preset"):
@@ -186,11 +189,28 @@ def test_paper_preset_trains_as_before(tmp_path):
     assert set(ad.config.metrics) == {"val_loss", "val_r1", "val_r1_a2b", "val_r1_b2a", "best_epoch"}
 
 
+def test_auto_dim_follows_the_training_pairs(tmp_path):
+    """``dim="auto"``: 1024 up to 10,000 training pairs, 256 above; an explicit dim wins; both phases (and
+    the adapter's settings) carry the dim resolved from the selection run's training pairs."""
+    from embedeverything.train.config import auto_dim
+
+    assert [auto_dim("auto", n) for n in (1, 10_000, 10_001)] == [1024, 1024, 256]
+    assert auto_dim(48, 5) == auto_dim(48, 10**6) == 48
+    make_store(tmp_path / "s.zarr", n=200)
+    for dim, want in (("auto", 1024), (32, 32)):
+        res = train(
+            str(tmp_path / "s.zarr"), None, None, tmp_path / f"o{dim}", make_config(epochs=2, dim=dim, **FAST)
+        )
+        ad = load_adapter(res.adapter_path)
+        assert ad.config.training.settings["dim"] == want and ad.config.training.refit_epochs is not None
+        assert ad.config.a.head.out_dim == ad.config.b.head.out_dim == want
+
+
 def test_chosen_anchor_part_scores_on_validation_what_the_adapter_gives(tmp_path):
     """Weak heads (3 epochs): the grid picks an anchor part; ``val_r1`` is the fused score, and the
     adapter (no refit: anchors = train rows) gives that R@1 on the validation rows."""
     make_store(tmp_path / "s.zarr", n=300, noise=1.0)
-    cfg = make_config(epochs=3, head_kind="mlp", refit=False, **FAST)
+    cfg = make_config(epochs=3, head_kind="mlp", dim=256, refit=False, **FAST)
     res = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "out", cfg)
     ad = load_adapter(res.adapter_path)
     an, spec = ad.config.training.anchors, ad.config.a.head.anchors
@@ -224,44 +244,141 @@ def _assert_same_adapter(p1: Path, p2: Path) -> None:
         assert torch.equal(t1[k], t2[k]), k  # bitwise
 
 
+def _checkpoint_epoch(path: Path) -> int:
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["state"])["epoch"]
+
+
+def _last_epoch(metrics: Path) -> int:
+    return json.loads(metrics.read_text().splitlines()[-1])["epoch"]
+
+
+SLOW_CHECKPOINTS = dict(checkpoint_every_s=1e9, threads=1)  # no checkpoint but the last (or a signal's)
+
+
 @pytest.mark.parametrize("phase", ["select", "refit"])
 def test_resume_after_interruption_in_process_is_bitwise_equal(tmp_path, phase):
-    """Cut in the selection run or in the refit (dropout draws from the restored RNG in both)."""
+    """A real SIGINT in the selection run or in the refit: the epoch under way ends and is kept, with no
+    periodic checkpoint before it; the same call goes on from there (dropout draws from the restored RNG)."""
     make_store(tmp_path / "s.zarr", n=400)
-    cfg = make_config(epochs=8, head_kind="mlp", mlp_width=24, dropout=0.2, patience=None, **FAST)
+    cfg = make_config(epochs=8, head_kind="mlp", mlp_width=24, dropout=0.2, patience=None, **SLOW_CHECKPOINTS)
     full = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "full", cfg)
     assert full.refit_epochs == full.best_epoch >= 3
 
-    class Stop(Exception):
-        pass
+    def sigint_at_3(rep):
+        if rep.phase == phase and rep.epoch == 3 and rep.loss is not None:
+            os.kill(os.getpid(), signal.SIGINT)
 
-    def stop_at_3(rep):
-        if rep.phase == phase and rep.epoch == 3:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg, progress=stop_at_3)
-    assert not (tmp_path / "cut" / "adapter.safetensors").exists()
-    assert (tmp_path / "cut" / "checkpoint-refit.safetensors").exists() == (phase == "refit")
-    with pytest.raises(UserError, match="--resume"):
-        train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg)
-    with pytest.raises(UserError, match="settings.lr"):
-        train(
-            str(tmp_path / "s.zarr"),
-            None,
-            None,
-            tmp_path / "cut",
-            make_config(**{**cfg.model_dump(), "lr": 0.5}),
-            resume=True,
-        )
-    res = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg, resume=True)
+    cut = tmp_path / "cut"
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(str(tmp_path / "s.zarr"), None, None, cut, cfg, progress=sigint_at_3)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+    where, of = ("in the refit ", full.refit_epochs) if phase == "refit" else ("", 8)
+    assert stop.value.exit_code == 130 and str(stop.value) == (
+        f"interrupted {where}at epoch 3 of {of}: checkpoint kept in {cut}; run the same command again to go on"
+    )
+    assert not (cut / "adapter.safetensors").exists()
+    ckpt, metrics = (
+        ("checkpoint-refit.safetensors", "metrics-refit.jsonl")
+        if phase == "refit"
+        else ("checkpoint.safetensors", "metrics.jsonl")
+    )
+    assert _checkpoint_epoch(cut / ckpt) == _last_epoch(cut / metrics) == 3
+    assert (cut / "checkpoint-refit.safetensors").exists() == (phase == "refit")
+    other = make_config(**{**cfg.model_dump(), "lr": 0.5, "epochs": 9})
+    with pytest.raises(
+        UserError, match=r"holds a run with other settings \(lr 0\.001 -> 0\.5, epochs 8 -> 9\)"
+    ):
+        train(str(tmp_path / "s.zarr"), None, None, cut, other)
+    res = train(str(tmp_path / "s.zarr"), None, None, cut, cfg)
     assert res.resumed_from == (3 if phase == "select" else 8) and res.epochs_run == 8
     _assert_same_adapter(full.adapter_path, res.adapter_path)
-    assert (tmp_path / "cut" / "metrics.jsonl").read_text().count("\n") == 8
-    assert (tmp_path / "cut" / "metrics-refit.jsonl").read_text().count("\n") == full.refit_epochs
-    # resuming a finished run rewrites the same adapter
-    again = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "cut", cfg, resume=True)
+    assert (cut / "metrics.jsonl").read_text().count("\n") == 8
+    assert (cut / "metrics-refit.jsonl").read_text().count("\n") == full.refit_epochs
+    # a finished run, run again, writes the same adapter again
+    again = train(str(tmp_path / "s.zarr"), None, None, cut, cfg)
     _assert_same_adapter(full.adapter_path, again.adapter_path)
+    # force: the run of other settings starts over
+    fresh = train(str(tmp_path / "s.zarr"), None, None, cut, other, force=True)
+    assert fresh.resumed_from is None and _last_epoch(cut / "metrics.jsonl") == 9
+    assert load_adapter(fresh.adapter_path).config.training.settings["lr"] == 0.5
+
+
+def test_a_second_signal_stops_at_once_and_a_rerun_says_it_starts_over(tmp_path):
+    make_store(tmp_path / "s.zarr", n=200)
+    cfg = make_config(epochs=6, patience=None, refit=False, anchors="off", **SLOW_CHECKPOINTS)
+
+    def twice_at_2(rep):
+        if rep.epoch == 2 and rep.loss is not None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    out = tmp_path / "out"
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(str(tmp_path / "s.zarr"), None, None, out, cfg, progress=twice_at_2)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert stop.value.exit_code == 128 + signal.SIGTERM and stop.value.kept is None
+    assert str(stop.value).endswith(
+        "before the first checkpoint: nothing kept; run the same command again to start over"
+    )
+    assert not (out / "checkpoint.safetensors").exists() and _last_epoch(out / "metrics.jsonl") == 2
+    with pytest.warns(
+        UserWarning, match="no checkpoint of the epochs in metrics.jsonl.*starting training over"
+    ):
+        res = train(str(tmp_path / "s.zarr"), None, None, out, cfg)
+    assert res.resumed_from is None and res.epochs_run == 6
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_ee_train_keeps_the_epoch_and_the_same_command_goes_on(tmp_path):
+    """`ee train` under a real Ctrl-C: it keeps the epoch it ends (exit 130, says so), other settings are
+    refused by name, the same command says it resumes, and the adapter is the uninterrupted one's, bit
+    for bit; --force starts over. (SIGTERM takes the same path: the in-process tests send it.)"""
+    make_store(tmp_path / "s.zarr", n=400)
+    out = tmp_path / "out"
+    metrics = out / "metrics.jsonl"
+    # no checkpoint but a signal's
+    args = [
+        "train",
+        str(tmp_path / "s.zarr"),
+        "--out",
+        str(out),
+        "--patience",
+        "0",
+        "--no-refit",
+        "--anchors",
+    ]
+    args += ["off", "--threads", "1", "--checkpoint-every", "1e9"]
+    cmd = [sys.executable, "-m", "embedeverything", *args, "--epochs", "30"]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text()):  # an epoch done
+        assert p.poll() is None and time.monotonic() < deadline, p.stderr.read() if p.stderr else ""
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=120)[1].splitlines()
+    assert p.returncode == 130, err
+    epoch = _checkpoint_epoch(out / "checkpoint.safetensors")
+    assert epoch == _last_epoch(metrics) < 30 and not (out / "adapter.safetensors").exists()
+    assert err[-1] == (
+        f"interrupted at epoch {epoch} of 30: checkpoint kept in {out}; run the same command again to go on"
+    )
+    other = run_ee(*args, "--epochs", "30", "--lr", "3e-4", "--resume")  # the old flag: accepted
+    assert other.code == 2 and other.err == (
+        f"error: {out} holds a run with other settings (lr 0.001 -> 0.0003); "
+        "rerun with the same settings to resume, or --force to start over\n"
+    )
+    assert _checkpoint_epoch(out / "checkpoint.safetensors") == epoch
+    done = run_ee(*args, "--epochs", "30")
+    assert done.code == 0, done.err
+    assert f"train: resuming after epoch {epoch} of 30 from the checkpoint in {out}" in done.err
+    cfg = make_config(epochs=30, patience=None, refit=False, anchors="off", **SLOW_CHECKPOINTS)
+    full = train(str(tmp_path / "s.zarr"), None, None, tmp_path / "full", cfg)
+    _assert_same_adapter(full.adapter_path, out / "adapter.safetensors")
+    fresh = run_ee(*args, "--epochs", "3", "--lr", "3e-4", "--force")
+    assert fresh.code == 0 and "resuming" not in fresh.err, fresh.err
+    assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == [1, 2, 3]
+    assert load_adapter(out / "adapter.safetensors").config.training.settings["lr"] == 3e-4
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ found through the shared-space declaration, and labels audio it never saw paired
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -48,6 +49,7 @@ def _projection(dim: int) -> np.ndarray:
 
 class _ZS(ee.Encoder):
     Options = ZSOptions
+    loads = 0  # counted across instances: tests check an encoder is loaded once, or not at all
 
     @property
     def dim(self) -> int:
@@ -58,6 +60,7 @@ class _ZS(ee.Encoder):
         return self.options.space or None
 
     def load(self) -> ee.Weights:
+        _ZS.loads += 1
         self.proj = _projection(self.options.dim)
         return ee.Weights(model_id=f"zs/{self.name}", weights="sha256:0")
 
@@ -189,7 +192,13 @@ def test_ee_zeroshot_files_and_manifest_cli(zs_run, tmp_path, capsys):
     assert hits >= 4, out
     # manifest mode, JSON out
     code = ee_main(
-        "zeroshot", "--adapter", str(adapter), "--manifest", str(manifest), "--json", str(tmp_path / "z.json")
+        "zeroshot",
+        "--adapter",
+        str(adapter),
+        "--manifest",
+        str(manifest),
+        "--json-out",
+        str(tmp_path / "z.json"),
     )
     assert code == 0
     summary = json.loads((tmp_path / "z.json").read_text())
@@ -221,14 +230,51 @@ def test_ee_query_file_and_words(zs_run, tmp_path, capsys):
     assert len(hits) == 5 and all("label=car" in ln for ln in hits), out
     assert "zs-audio (side b)" in out and "side a" in out
     # words go through the text tower that shares side a's space, and find images of that class
-    assert ee_main("query", str(adapter), "bell", "--k", "3", "--json", str(tmp_path / "q.json")) == 0
-    res = json.loads((tmp_path / "q.json").read_text())
+    assert ee_main("query", str(adapter), "bell", "--k", "3", "--json-out", str(tmp_path / "q.json")) == 0
+    (res,) = json.loads((tmp_path / "q.json").read_text())
     assert res["side"] == "a" and res["gallery"] == "b"  # text lands in side a's space, searches audio
     assert [h["label"] for h in res["hits"]] == ["bell"] * 3
     capsys.readouterr()
     assert ee_main("query", str(adapter), str(tmp_path / "missing.wav"), "--against", store) == 2
     assert "no such file" in capsys.readouterr().err
     assert ee_main("query", str(adapter), str(tone), "--against", store, "--k", "0") == 2
+
+
+def test_zeroshot_refuses_mixed_files_before_loading_an_encoder(zs_run, tmp_path, capsys):
+    _, _, _, adapter = zs_run
+    tone = write_tone(tmp_path / "a.wav", 0.3, PITCH["car"], 8000)
+    image = write_image(tmp_path / "b.png", COLOURS["dog"], size=(8, 8))
+    before = _ZS.loads
+    assert ee_main("zeroshot", "--adapter", str(adapter), "--labels", "dog,car", str(tone), str(image)) == 2
+    assert _ZS.loads == before  # refused before any encoder loaded
+    err = capsys.readouterr().err
+    assert f"{image} is image, but {tone} is audio" in err, err
+
+
+def test_ee_query_many_loads_the_encoder_once(zs_run, tmp_path, capsys, monkeypatch):
+    _, _, store, adapter = zs_run
+    (tmp_path / "q.txt").write_bytes("\ufeffcar\n\nrain\n".encode())  # a BOM, a blank line
+    before = _ZS.loads
+    code = ee_main(
+        "query", str(adapter), "bell", "dog", "--queries", str(tmp_path / "q.txt"), "--k", "2", "--json"
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    results = json.loads(out)  # stdout holds the JSON only
+    assert [r["query"] for r in results] == ["bell", "dog", "car", "rain"]
+    assert [[h["label"] for h in r["hits"]] for r in results] == [
+        [w, w] for w in ("bell", "dog", "car", "rain")
+    ]
+    assert _ZS.loads == before + 1  # the text tower, once for all four
+    # one result block per query on the terminal; queries from stdin
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"bird\ncar\n")))
+    assert ee_main("query", str(adapter), "--queries", "-", "--against", store, "--k", "1") == 0
+    out = capsys.readouterr().out
+    assert out.count("query 'bird'") == 1 and out.count("query 'car'") == 1
+    labels = [w for ln in out.splitlines() for w in ln.split() if w.startswith("label=")]
+    assert labels == ["label=bird", "label=car"], out
+    assert ee_main("query", str(adapter), "--queries", str(tmp_path / "none.txt")) == 2
+    assert "--queries: no such file" in capsys.readouterr().err
 
 
 def test_adapter_with_a_text_side_labels_through_its_own_head(zs_run, tmp_path):
@@ -268,9 +314,31 @@ def test_adapter_with_a_text_side_labels_through_its_own_head(zs_run, tmp_path):
 def test_ee_eval_zeroshot_goes_into_report_and_card(zs_run, tmp_path, capsys):
     _, _, _, adapter = zs_run
     out = tmp_path / "r.json"
-    assert ee_main("eval", str(adapter), "--zeroshot", "--no-baselines", "--json", str(out)) == 0
+    assert ee_main("eval", str(adapter), "--zeroshot", "--no-baselines", "--json-out", str(out)) == 0
     assert "zero-shot (zs-text shares zs-image's space" in capsys.readouterr().out
     z = json.loads(out.read_text())["zeroshot"]
     assert z["top1"] > z["chance_top1"] and z["n_labels"] == 5 and z["side"] == "b"
     card = (Path(adapter).parent / "README.md").read_text()
     assert "## Zero-shot with text" in card and "5 labels: top-1" in card
+
+
+def test_pipeline_embeds_words_through_the_text_tower_as_ee_query_does(zs_run, tmp_path):
+    """The public pipeline and ``ee query`` give words the same point: the text tower of side a's space
+    (an image side here, as with CLIP); audio files go through side b as ``ee query`` sends them."""
+    from embedeverything.adapter import load_adapter
+    from embedeverything.evaluate.query import embed_queries
+
+    _, _, _, adapter = zs_run
+    pipe = ee.pipeline(adapter)
+    z = pipe.embed_text(["bell", "a photo of a car"])
+    assert z.shape == (2, load_adapter(adapter).config.shared_dim) and z.dtype == np.float32
+    assert pipe.text_tower.encoder.name == "zs-text" and pipe.text_tower.side == "a"
+    for word, row in (("bell", z[0]), ("a photo of a car", z[1])):
+        want, side, _ = embed_queries(load_adapter(adapter), [word])[0]
+        assert side == "a" and np.allclose(row, want, atol=1e-6)
+    assert np.allclose(pipe.embed_text("bell"), z[:1], atol=1e-6)
+    tone = write_tone(tmp_path / "q.wav", 0.3, PITCH["car"], 8000)
+    want, side, _ = embed_queries(load_adapter(adapter), [str(tone)])[0]
+    assert side == "b" and np.allclose(pipe.embed_b([tone]), want, atol=1e-6)
+    with pytest.raises(ee.UserError, match="for words use embed_text"):
+        pipe.embed_a(["a red circle"])

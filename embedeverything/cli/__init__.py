@@ -1,7 +1,9 @@
 """The ``ee`` command line: thin typer commands, each calling one library function.
 
-Every error a user can cause becomes one line on stderr and exit status 2 (``EE_DEBUG=1`` shows the
-traceback); a run that finished with failed rows exits 1; Ctrl-C exits 130 with finished work kept.
+Exit status: 0 all done; 1 the run finished but some rows failed; 2 a user's mistake, one line on stderr,
+nothing done (``EE_DEBUG=1`` shows the traceback); 3 an internal error, a bug in embedeverything; 4 a write
+found no space (full disk, quota, file-size limit), one line naming what and where, nothing half written;
+130 Ctrl-C, finished work kept.
 Commands live in one module each and import their heavy dependencies inside the function, so that
 ``ee --help`` and ``ee encoders`` never import torch.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import EEError
+from ..errors import DISK_FULL_EXIT, EEError, disk_full, is_disk_full
 
 # Each module adds its commands to ``app`` (or ``store_app``, both in .app) when imported.
 from . import embed as _embed  # noqa: F401
@@ -23,6 +25,9 @@ from . import store as _store  # noqa: F401
 from . import train as _train  # noqa: F401
 from . import weights as _weights  # noqa: F401
 from .app import app
+from .output import old_json_usage
+
+INTERNAL_ERROR_EXIT = 3
 
 
 def _click_modules() -> list[object]:
@@ -57,12 +62,26 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+def _unplaced_disk_full(e: Exception) -> str:
+    name = getattr(e, "filename", None)
+    if name:
+        return str(disk_full(e, os.path.basename(name), os.path.dirname(os.path.abspath(name))))
+    reason = os.strerror(e.errno) if isinstance(e, OSError) and e.errno else "no space left on the device"
+    return (
+        f"a write failed: {reason}; free some space and run the same command again (EE_DEBUG=1 shows where)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     debug = bool(os.environ.get("EE_DEBUG"))
     if not debug:
         _one_line_warnings()
     if not (sys.argv[1:] if argv is None else argv):
         argv = ["--help"]
+    hint = old_json_usage(sys.argv[1:] if argv is None else argv)
+    if hint:
+        print(f"error: {hint}", file=sys.stderr)
+        raise SystemExit(2)
     try:
         rv = app(args=argv, prog_name="ee", standalone_mode=False)
     except _exc("Exit") as e:
@@ -92,6 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:
         if debug:
             raise
-        print(f"internal error: {type(e).__name__}: {e} (set EE_DEBUG=1 for the traceback)", file=sys.stderr)
-        raise SystemExit(3) from None
+        if is_disk_full(e):  # a write outside the guarded ones (files.atomic_path, the store)
+            print(f"error: {_unplaced_disk_full(e)}", file=sys.stderr)
+            raise SystemExit(DISK_FULL_EXIT) from None
+        print(
+            f"internal error: {type(e).__name__}: {e} (a bug in embedeverything: please report it on the "
+            "project's issue tracker with the traceback that EE_DEBUG=1 prints)",
+            file=sys.stderr,
+        )
+        raise SystemExit(INTERNAL_ERROR_EXIT) from None
     raise SystemExit(rv if isinstance(rv, int) else 0)

@@ -15,5 +15,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"embedeverything {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """embedeverything: co-embed any two modalities with frozen encoders and small contrastive heads."""
+
+
 store_app = typer.Typer(help="Inspect an embedding store.", no_args_is_help=True)
 app.add_typer(store_app, name="store")

@@ -27,8 +27,17 @@ def parse_options(pairs: list[str] | None) -> dict[str, Any]:
 
 
 def stage_display() -> Any:
-    """The rich progress display of long stages: description, bar, n/total, a free info field, time."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """The rich progress display of long stages, on stderr (stdout carries only the result):
+    description, bar, n/total, a free info field, time so far and time left."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("{task.description}"),
@@ -36,6 +45,9 @@ def stage_display() -> Any:
         MofNCompleteColumn(),
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
         transient=False,
     )
 
@@ -77,7 +89,11 @@ def embed_cmd(
         int | None, typer.Option(help="Items per model call (divides --chunk-rows).")
     ] = None,
     chunk_rows: Annotated[
-        int | None, typer.Option(help="Rows per store chunk, for a new array (default 256).")
+        int | None,
+        typer.Option(
+            help="Rows per store chunk, for a new array (default: a few seconds of the encoder's work, "
+            "timed on a first batch). The unit a Ctrl-C keeps; an array keeps its chunks for good."
+        ),
     ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads (default: all CPUs available).")] = None,
     decode_workers: Annotated[int | None, typer.Option(help="Decoder processes.")] = None,
@@ -94,7 +110,7 @@ def embed_cmd(
     ] = None,
 ) -> int:
     """Embed one side of a manifest into the store; resumable, and a no-op when already done."""
-    from ..embed import embed_side
+    from ..embed import EmbedInterrupted, embed_side
 
     if side not in ("a", "b"):
         raise UserError(f"--side must be a or b, not {side!r}")
@@ -121,6 +137,11 @@ def embed_cmd(
             scheduler=scheduler,
             **callbacks,
         )
+    except EmbedInterrupted as e:
+        if progress.live.is_started:
+            progress.stop()
+        print_interrupted(e.report, location)
+        raise typer.Exit(130) from None
     finally:
         if progress.live.is_started:  # stopping a display never started prints a blank line
             progress.stop()
@@ -147,3 +168,13 @@ def print_report(report: EmbedReport, location: str) -> None:
             "--retry-failed tries them again",
             file=sys.stderr,
         )
+
+
+def print_interrupted(report: EmbedReport, location: str) -> None:
+    """After Ctrl-C: what the store keeps and how to go on, on stderr."""
+    left = report.rows - report.done - report.failed
+    print(
+        f"interrupted: {report.done} of {report.rows} rows of {report.key} are done and kept in {location} "
+        f"({report.new_done} embedded this run); run the same command again to embed the {left} left",
+        file=sys.stderr,
+    )

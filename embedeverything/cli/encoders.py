@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
-
-import typer
-
 from .app import app
+from .output import JsonFlag, JsonOut, Output
 
 
 @app.command("encoders")
 def encoders_cmd(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
 ) -> None:
     """List installed encoders (modality, dim, weight source) and any broken plugins."""
     from rich.console import Console
@@ -41,8 +38,9 @@ def encoders_cmd(
                 Broken(entry.plugin, f"encoder {name!r} cannot be described: {type(e).__name__}: {e}")
             )
     broken = [{"plugin": b.plugin, "reason": b.reason} for b in reg.broken]
-    if as_json:
-        print(json.dumps({"encoders": rows, "broken": broken}, indent=2))
+    out = Output(as_json, json_out)
+    out.json({"encoders": rows, "broken": broken})
+    if not out.human:
         return
     console = Console()
     table = Table(title="Installed encoders")

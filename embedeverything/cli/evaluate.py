@@ -2,28 +2,70 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from .app import app
+from .output import JsonFlag, JsonOut, Output
 
 
-def _console() -> Any:
+def _console(file: Any = None) -> Any:
     from rich.console import Console
 
-    c = Console()
+    c = Console(file=file)
     if not c.is_terminal:  # a pipe or a file: wide enough for the tables, never wrapped
-        c = Console(width=160)
+        c = Console(file=file, width=160)
     return c
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    from ..files import write_text_atomic
+def _adapter_file(path: Path) -> None:
+    """A missing adapter is said at once, before torch is imported (seconds) to read it."""
+    from ..errors import UserError
 
-    write_text_atomic(path, json.dumps(obj, indent=2) if not isinstance(obj, str) else obj)
+    if not path.is_file():
+        raise UserError(f"no adapter file at {path} (train one with `ee train`)")
+
+
+@contextlib.contextmanager
+def _steps_display() -> Iterator[Callable[[int, int, str], None]]:
+    """A bar on stderr for a few long steps (the figures): which one runs, how many are done, the time."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("figures"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("loading", total=None)
+
+        def on_step(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what)
+
+        yield on_step
+
+
+def _read_queries(source: Path | None) -> list[str]:
+    """``--queries FILE``: one query per line (``-``: stdin), blank lines skipped, a BOM ignored."""
+    from ..errors import UserError
+
+    if source is None:
+        return []
+    if str(source) == "-":
+        text = sys.stdin.buffer.read().decode("utf-8-sig")
+    elif not source.is_file():
+        raise UserError(f"--queries: no such file: {source}")
+    else:
+        text = source.read_text(encoding="utf-8-sig")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 @app.command("eval")
@@ -35,9 +77,8 @@ def eval_cmd(
     split: Annotated[
         Path | None, typer.Option(help="split.json (default: the one next to the adapter).")
     ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the full report as JSON here.")
-    ] = None,
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
     baselines: Annotated[
         bool, typer.Option("--baselines/--no-baselines", help="Fit and score the baselines.")
     ] = True,
@@ -55,13 +96,15 @@ def eval_cmd(
 ) -> int:
     """Retrieval on the test rows (R@1/5/10, median rank, mAP), baselines and diagnostics in one table."""
     from ..errors import UserError
-    from ..evaluate import evaluate, open_eval_data, write_model_card
 
     if max_test_rows < 2:
         raise UserError(f"--max-test-rows must be >= 2, not {max_test_rows}")
+    _adapter_file(adapter)
+    from ..evaluate import evaluate, open_eval_data, write_model_card
+
     data = open_eval_data(adapter, store)
     report = evaluate(data, None, split, baselines=baselines, max_test_rows=max_test_rows)
-    con = _console()
+    out = Output(as_json, json_out)
     if zeroshot:
         from ..evaluate import zeroshot_store
 
@@ -69,8 +112,11 @@ def eval_cmd(
         report.zeroshot = {k: v for k, v in zs.summary().items() if k != "labels"} | {
             "n_labels": len(zs.labels)
         }
-    con.print(report.table())
-    con.print(report.diagnostics_table())
+    # with JSON on stdout, the tables are left out and the notes and files go to stderr
+    con = _console(sys.stdout if out.human else sys.stderr)
+    if out.human:
+        con.print(report.table())
+        con.print(report.diagnostics_table())
     if report.zeroshot and "top1" in report.zeroshot:
         z = report.zeroshot
         con.print(
@@ -79,9 +125,9 @@ def eval_cmd(
         )
     for note in report.notes:
         con.print(f"note: {note}")
-    if json_out is not None:
-        _write_json(json_out, report.to_json())
-        con.print(f"report: {json_out}")
+    out.json(report.to_dict())
+    if out.json_out is not None and str(out.json_out) != "-":
+        con.print(f"report: {out.json_out}")
     if card:
         figures = sorted((adapter.parent / "figures").glob("*.png"))
         con.print(f"model card: {write_model_card(data, report, figures, report.zeroshot)}")
@@ -110,12 +156,13 @@ def zeroshot_cmd(
         typer.Option("--template", help='Prompt template with {} (repeat); default: "a photo of a {}." ...'),
     ] = None,
     top: Annotated[int, typer.Option("--top", help="Labels shown per file.")] = 3,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the predictions and accuracy as JSON.")
-    ] = None,
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
 ) -> int:
     """Label audio or images with words through a text encoder that shares the adapter's space."""
     from ..errors import UserError
+
+    _adapter_file(adapter)
     from ..evaluate import zeroshot as zs
 
     templates = tuple(template) if template else zs.TEMPLATES
@@ -137,37 +184,43 @@ def zeroshot_cmd(
         if labels is None:
             raise UserError('give the labels to choose from: --labels "dog,bell,car"')
         result = zs.zeroshot_files(adapter, [str(f) for f in files], labels, templates, side)
-    print(f"text tower: {result.tower}; labelling side {result.side}")
+    out = Output(as_json, json_out)
+    out.print(f"text tower: {result.tower}; labelling side {result.side}")
     summary = result.summary()
     if result.scored:
-        print(
+        out.print(
             f"top-1 {summary['top1']:.3f}  top-5 {summary['top5']:.3f}  on {summary['scored']} items "
             f"(chance {summary['chance_top1']:.3f} / {summary['chance_top5']:.3f}, {len(result.labels)} labels)"
         )
     else:
         for name, preds in zip(result.names, result.top, strict=True):
             rest = "  ".join(f"{lab} {s:.3f}" for lab, s in preds[1:top])
-            print(f"{name}  {preds[0][0]}  {preds[0][1]:.3f}  {rest}".rstrip())
-    if json_out is not None:
+            out.print(f"{name}  {preds[0][0]}  {preds[0][1]:.3f}  {rest}".rstrip())
+    if out.wanted:
         summary["predictions"] = [
             {"item": n, "truth": t, "top": [[lab, s] for lab, s in p]}
             for n, t, p in zip(
                 result.names, result.truth or [None] * len(result.names), result.top, strict=True
             )
         ]
-        _write_json(json_out, summary)
+        out.json(summary)
     return 0
 
 
 @app.command("query")
 def query_cmd(
     adapter: Annotated[Path, typer.Argument(help="The adapter (.safetensors).")],
-    item: Annotated[
-        str,
+    items: Annotated[
+        list[str] | None,
         typer.Argument(
-            help="A file (image, audio, video, .txt), or words when a text encoder shares the space."
+            help="Files (image, audio, video, .txt), or words when a text encoder shares the space; "
+            "several at once."
         ),
-    ],
+    ] = None,
+    queries: Annotated[
+        Path | None,
+        typer.Option("--queries", metavar="FILE", help="More queries, one per line (- for stdin)."),
+    ] = None,
     against: Annotated[
         str | None, typer.Option("--against", help="Store to search (default: the adapter's).")
     ] = None,
@@ -175,20 +228,36 @@ def query_cmd(
     side: Annotated[
         str | None, typer.Option(help="The adapter side the input goes through (a or b).")
     ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the hits as JSON.")] = None,
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
 ) -> int:
-    """The nearest stored items of the other modality for one input."""
+    """The nearest stored items of the other modality for each input (the encoders load once).
+
+    JSON is a list with one result per query."""
     from dataclasses import asdict
 
-    from ..evaluate import query
+    from ..errors import UserError
 
-    res = query(adapter, item, against, k=k, side=side)
-    print(f"query {res.query!r} through {res.how}; nearest of side {res.gallery}:")
-    for h in res.hits:
-        extra = "  ".join(x for x in (h.label and f"label={h.label}", h.split and f"split={h.split}") if x)
-        print(f"{h.rank:3d}  {h.score:.4f}  {h.id}  {extra}".rstrip())
-    if json_out is not None:
-        _write_json(json_out, asdict(res))
+    _adapter_file(adapter)
+    wanted = [*(items or []), *_read_queries(queries)]
+    if not wanted:
+        raise UserError("give a query (a file or words), or --queries FILE")
+    if k < 1:
+        raise UserError(f"--k must be >= 1, not {k}")
+    from ..evaluate import query_many
+
+    results = query_many(adapter, wanted, against, k=k, side=side)
+    out = Output(as_json, json_out)
+    for n, res in enumerate(results):
+        out.print(
+            ("\n" if n else "") + f"query {res.query!r} through {res.how}; nearest of side {res.gallery}:"
+        )
+        for h in res.hits:
+            extra = "  ".join(
+                x for x in (h.label and f"label={h.label}", h.split and f"split={h.split}") if x
+            )
+            out.print(f"{h.rank:3d}  {h.score:.4f}  {h.id}  {extra}".rstrip())
+    out.json([asdict(r) for r in results])
     return 0
 
 
@@ -205,6 +274,7 @@ def export_cmd(
     ] = True,
 ) -> int:
     """The store's embeddings projected into the shared space, with their ids (Parquet or .npy)."""
+    _adapter_file(adapter)
     from ..evaluate import export_embeddings
 
     path = export_embeddings(
@@ -236,9 +306,18 @@ def figures_cmd(
 
     if max_points < 8:
         raise UserError(f"--max-points must be >= 8, not {max_points}")
-    paths = make_figures(
-        adapter, out or adapter.parent / "figures", store, split, seed=seed, max_points=max_points, side=side
-    )
+    _adapter_file(adapter)
+    with _steps_display() as on_step:
+        paths = make_figures(
+            adapter,
+            out or adapter.parent / "figures",
+            store,
+            split,
+            seed=seed,
+            max_points=max_points,
+            side=side,
+            on_step=on_step,
+        )
     for p in paths:
         print(p)
     return 0

@@ -56,18 +56,14 @@ def _options(workers: int | None, timeout: float, strict: bool) -> tuple[IngestO
 
 def _report(result: IngestResult) -> int:
     """Summary counts on stdout, failures on stderr; exit 1 when anything failed."""
+    from ..errors import shown
+
     groups = len({p.group_key for p in result.pairs})
     if result.written:
-        print(
-            f"{len(result.pairs)} pairs from {groups} sources -> {result.manifest} ({result.a} | {result.b})"
-        )
-    if result.failures:
-        print(f"{len(result.failures)} of {result.inputs} inputs failed:", file=sys.stderr)
-        for reason, n in result.reason_counts():
-            print(f"  {n:6d}  {reason}", file=sys.stderr)
-        for f in result.failures[:5]:
-            print(f"  e.g. {f.path}: {f.reason}", file=sys.stderr)
-        print(f"all failures: {result.failures_path}", file=sys.stderr)
+        where = shown(str(result.manifest))
+        print(f"{len(result.pairs)} pairs from {groups} sources -> {where} ({result.a} | {result.b})")
+    for line in result.failure_lines():
+        print(line, file=sys.stderr)
     if result.stopped_early:
         print("stopped at the first failure (--strict); no manifest written", file=sys.stderr)
     return result.exit_code

@@ -10,7 +10,7 @@ import typer
 
 from .app import app
 from .embed import embed_callbacks, parse_options, stage_display
-from .train import AnchorsOption, RefitOption
+from .train import AnchorsOption, RefitOption, exit_interrupted, resume_note
 
 Opt = Annotated[list[str] | None, typer.Option(help="Option key=value (repeat).")]
 
@@ -25,6 +25,9 @@ def _progress() -> tuple[Any, Any]:
         state: dict[str, Any] = {}
 
         def on_epoch(rep: Any) -> None:
+            note = resume_note(rep)
+            if note is not None:
+                print(note, file=sys.stderr)
             if "id" not in state:
                 display.start()
                 state["id"] = display.add_task("train", total=rep.epochs, info="")
@@ -44,27 +47,95 @@ def _progress() -> tuple[Any, Any]:
     return display, factory
 
 
+#: Below this many validation or test rows, one row moves R@1 by more than 0.03: the figures carry little.
+SMALL_PART = 30
+
+
+def small_data_warnings(metrics: dict[str, Any]) -> list[str]:
+    """What a small validation or test part means for the figures drawn from it."""
+    counts = metrics.get("counts") or {}
+    out = []
+    for part, name, use in (
+        ("val", "validation", "the best epoch"),
+        ("test", "test", "every reported figure"),
+    ):
+        n = counts.get(part)
+        if n is not None and n < SMALL_PART:
+            step = f"; one row moves R@1 by {1 / n:.2f}" if n else ""
+            out.append(
+                f"only {n} {name} row{'' if n == 1 else 's'}: {use} rests on {'it' if n == 1 else 'them'}{step}, so the figures carry little "
+                f"(about {SMALL_PART} or more make them worth reading)"
+            )
+    return out
+
+
+def _fmt(
+    m: dict[str, Any], ks: tuple[str, ...] = ("r1", "r10"), names: tuple[str, ...] = ("R@1", "R@10")
+) -> str:
+    x = m["metrics"]
+    return ", ".join(
+        f"{name} a→b {x.get('a2b_' + k, float('nan')):.3f} b→a {x.get('b2a_' + k, float('nan')):.3f}"
+        for k, name in zip(ks, names, strict=True)
+    )
+
+
+def _meaning(summary: Any, metrics: dict[str, Any], ours: dict[str, Any], best: dict[str, Any] | None) -> str:
+    """One sentence on what the figures above mean for this run."""
+    n, k = metrics.get("test_rows_used", 0), metrics.get("classes", 0)
+    chance = metrics.get("chance_r1", float("nan"))
+    if summary.random_weights:
+        classes = (
+            f"; class-level figures above chance ({1 / k:.2f}) are what random features still carry"
+            if k
+            else ""
+        )
+        return (
+            f"meaning: {' and '.join(summary.random_weights)} ran with RANDOM weights, so pair-level R@1 near "
+            f"chance ({chance:.3f}) is expected{classes}; pretrained weights give figures worth reading "
+            "(README: offline)"
+        )
+    if n < SMALL_PART:
+        return f"meaning: on {n} test rows one row moves R@1 by {1 / max(n, 1):.2f}: a smoke test, not a measurement"
+    if best is None:
+        return f"meaning: R@1 against chance ({chance:.3f}) on {n} held-out test rows, with no baseline beside it"
+    beats = ours["metrics"].get("r1", 0.0) > best["metrics"].get("r1", 0.0)
+    return (
+        f"meaning: on {n} held-out test rows the adapter {'beats' if beats else 'does not beat'} "
+        f"the best baseline ({best['name']}) at R@1 (chance {chance:.3f})"
+    )
+
+
 def _summary_lines(summary: Any) -> list[str]:
-    """The last lines: rows used, failures, R@1/R@10 both ways beside the best baseline, the adapter."""
+    """The last lines: rows used, failures, R@1/R@10 both ways beside the best baseline (or why there is
+    none), class-level figures where labels exist, what they mean for this run, the adapter."""
+    from ..ingest import failures_path_for
+
     fails = ", ".join(f"{n} on side {s}" for s, n in summary.embed_failures.items())
     lines = [f"rows used: {summary.rows_used}; failed: {summary.ingest_failures} at ingest, {fails}"]
-    methods = (summary.metrics or {}).get("methods") or []
+    if summary.ingest_failures:
+        lines.append(f"ingest failures, with reasons: {failures_path_for(summary.manifest)}")
+    if any(summary.embed_failures.values()):
+        lines.append(f"embedding failures, with reasons: ee store failures {summary.store}")
+    metrics = summary.metrics or {}
+    methods = metrics.get("methods") or []
     ours = next((m for m in methods if m.get("kind") == "adapter"), None)
     baselines = [m for m in methods if m.get("kind") == "baseline"]
+    best = max(baselines, key=lambda m: m["metrics"].get("r1", -1.0)) if baselines else None
     if ours is not None:
-
-        def fmt(m: dict[str, Any]) -> str:
-            x = m["metrics"]
-            return (
-                f"R@1 a→b {x.get('a2b_r1', float('nan')):.3f} b→a {x.get('b2a_r1', float('nan')):.3f}, "
-                f"R@10 a→b {x.get('a2b_r10', float('nan')):.3f} b→a {x.get('b2a_r10', float('nan')):.3f}"
-            )
-
-        n = (summary.metrics or {}).get("test_rows_used", "?")
-        lines.append(f"test ({n} rows): adapter {fmt(ours)}")
-        if baselines:
-            best = max(baselines, key=lambda m: m["metrics"].get("r1", -1.0))
-            lines.append(f"best baseline ({best['name']}): {fmt(best)}")
+        lines.append(f"test ({metrics.get('test_rows_used', '?')} rows): adapter {_fmt(ours)}")
+        if best is not None:
+            lines.append(f"best baseline ({best['name']}): {_fmt(best)}")
+        else:
+            why = [n for n in metrics.get("notes", []) if n.startswith("baselines skipped")]
+            lines.append(why[0] if why else "baselines: none fitted")
+        k = metrics.get("classes", 0)
+        if k and "a2b_class_r1" in ours["metrics"]:
+            cls = ("class_r1", "map")
+            line = f"class level ({k} classes, chance about {1 / k:.2f}): adapter {_fmt(ours, cls, ('R@1', 'mAP'))}"
+            if best is not None and "a2b_class_r1" in best["metrics"]:
+                line += f"; {best['name']} {_fmt(best, cls, ('R@1', 'mAP'))}"
+            lines.append(line)
+        lines.append(_meaning(summary, metrics, ours, best))
     if summary.card is not None:
         lines.append(f"model card: {summary.card}")
     lines.append(f"adapter: {summary.adapter}")
@@ -91,9 +162,24 @@ def pair_cmd(
     every: Annotated[float | None, typer.Option(help="Videos: one frame every S seconds instead.")] = None,
     window: Annotated[float | None, typer.Option(help="Videos: seconds of audio around a frame (5).")] = None,
     pattern: Annotated[str | None, typer.Option(help="VGG-Sound clip file name pattern.")] = None,
+    a_col: Annotated[str | None, typer.Option(help="Table: the column of side a (paths or text).")] = None,
+    b_col: Annotated[str | None, typer.Option(help="Table: the column of side b.")] = None,
+    label_col: Annotated[
+        str | None, typer.Option(help="Table: the label column (default: 'label' if present).")
+    ] = None,
+    split_col: Annotated[
+        str | None, typer.Option(help="Table: the split column, train/val/test (default: 'split').")
+    ] = None,
+    id_col: Annotated[
+        str | None, typer.Option(help="Table: the id column (default: 'id' if present).")
+    ] = None,
     labels_from_folders: Annotated[
-        bool, typer.Option(help="Label each pair with the name of the folder its file is in.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            help="Label each pair with the name of the folder its file is in "
+            "(default: yes when every video sits in a class folder one level down)."
+        ),
+    ] = None,
     preset: Annotated[
         str, typer.Option(help="Training preset: default, or paper (the paper's settings).")
     ] = "default",
@@ -134,6 +220,15 @@ def pair_cmd(
     }.items():
         if v is not None:
             train_options[k] = v
+    ingest_options: dict[str, Any] = {"frames": frames, "every": every, "window": window, "pattern": pattern}
+    columns = {
+        "a_col": a_col,
+        "b_col": b_col,
+        "label_col": label_col,
+        "split_col": split_col,
+        "id_col": id_col,
+    }
+    ingest_options.update({k: v for k, v in columns.items() if v is not None})  # absent: same fingerprint
     run = PairRun(
         a=a,
         b=b,
@@ -143,7 +238,7 @@ def pair_cmd(
         clips=clips,
         a_options=parse_options(a_opt),
         b_options=parse_options(b_opt),
-        ingest_options={"frames": frames, "every": every, "window": window, "pattern": pattern},
+        ingest_options=ingest_options,
         train_options=train_options,
         preset=preset,
         workers=workers,
@@ -162,9 +257,15 @@ def _run(run: Any) -> int:
     display, factory = _progress()
     try:
         summary = run_pair(run, log=lambda s: print(s, file=sys.stderr), progress=factory)
+    except KeyboardInterrupt as e:
+        if display.live.is_started:
+            display.stop()
+        exit_interrupted(e)
     finally:
         if display.live.is_started:  # stopping a display never started prints a blank line
             display.stop()
+    for warning in small_data_warnings(summary.metrics or {}):
+        print(f"warning: {warning}", file=sys.stderr)
     for line in _summary_lines(summary):
         print(line)
     return summary.exit_code

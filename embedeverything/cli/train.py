@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -38,10 +38,29 @@ def _parse_loss_options(pairs: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def resume_note(rep: EpochReport, out: Path | None = None) -> str | None:
+    """The line that says a phase goes on from a checkpoint (its first report, past epoch 0)."""
+    if rep.loss is not None or rep.epoch == 0:
+        return None
+    where = "" if out is None else f" in {out}"
+    return f"{rep.phase if rep.phase == 'refit' else 'train'}: resuming after epoch {rep.epoch} of {rep.epochs} from the checkpoint{where}"
+
+
+def exit_interrupted(e: KeyboardInterrupt) -> NoReturn:
+    """A training run stopped by a signal: say what was kept and how to go on, exit 128 + the signal."""
+    from ..train.interrupt import TrainingInterrupted
+
+    if not isinstance(e, TrainingInterrupted):
+        raise e
+    print(str(e), file=sys.stderr)
+    raise typer.Exit(e.exit_code)
+
+
 class _EpochBar:
     """A rich progress bar fed by the trainer's epoch reports; started by the first one."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Path) -> None:
+        self.out = out
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.bar = Progress(
@@ -56,6 +75,9 @@ class _EpochBar:
         self.phase = ""
 
     def on_epoch(self, rep: EpochReport) -> None:
+        note = resume_note(rep, self.out)
+        if note is not None:
+            print(note, file=sys.stderr)
         if self.task is None or rep.phase != self.phase:  # each phase (select, refit) a bar of its own
             if self.task is None:
                 self.bar.start()
@@ -98,7 +120,14 @@ def train_cmd(
         str, typer.Option(help="default or paper (Adam 1e-4, batch 4096, 300 epochs).")
     ] = "default",
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its checkpoint.")
+        bool,
+        typer.Option(
+            "--resume", help="Accepted for old scripts: a rerun with the same settings resumes anyway."
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Start over, discarding the run in --out (e.g. of other settings)."),
     ] = False,
     epochs: Annotated[int | None, typer.Option(help="Most epochs.")] = None,
     batch_size: Annotated[
@@ -119,7 +148,12 @@ def train_cmd(
     head_a: Annotated[str | None, typer.Option(help="auto, identity, linear or mlp.")] = None,
     head_b: Annotated[str | None, typer.Option(help="auto, identity, linear or mlp.")] = None,
     head: Annotated[str | None, typer.Option("--head", help="What auto trains: linear or mlp.")] = None,
-    dim: Annotated[int | None, typer.Option(help="Shared dim when no side stays identity.")] = None,
+    dim: Annotated[
+        int | None,
+        typer.Option(
+            help="Shared dim when no side stays identity (default 1024 up to 10,000 train pairs, else 256)."
+        ),
+    ] = None,
     mlp_width: Annotated[int | None, typer.Option(help="MLP hidden width.")] = None,
     mlp_depth: Annotated[int | None, typer.Option(help="MLP hidden layers.")] = None,
     dropout: Annotated[float | None, typer.Option(help="MLP dropout.")] = None,
@@ -140,7 +174,7 @@ def train_cmd(
     refit: RefitOption = None,
     anchors: AnchorsOption = None,
 ) -> int:
-    """Train heads so that pairs land together; writes OUT/adapter.safetensors."""
+    """Train heads so that pairs land together; writes OUT/adapter.safetensors. Ctrl-C keeps the epoch."""
     from ..train import make_config, train
 
     given: dict[str, Any] = {
@@ -174,8 +208,12 @@ def train_cmd(
     if memory_budget_mb is not None:
         overrides["memory_budget"] = memory_budget_mb << 20
     config = make_config(preset, **overrides)
-    with _EpochBar() as bar:
-        result = train(store, a, b, out, config, resume=resume, progress=bar.on_epoch)
+    del resume  # what it asked for is what every run does
+    try:
+        with _EpochBar(out) as bar:
+            result = train(store, a, b, out, config, force=force, progress=bar.on_epoch)
+    except KeyboardInterrupt as e:
+        exit_interrupted(e)
     m = result.metrics
     how = "stopped early" if result.stopped_early else "done"
     print(

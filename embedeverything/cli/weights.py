@@ -7,12 +7,12 @@ encoder whose plugin describes its files (it overrides ``Encoder.weight_files()`
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 
 from .app import app
+from .output import JsonFlag, JsonOut, Output
 
 weights_app = typer.Typer(
     help="List, fetch and verify encoders' pretrained weight files.", no_args_is_help=True
@@ -51,9 +51,11 @@ def _files(encoder: str | None, opt: list[str] | None) -> list[tuple[str, list[A
 def list_cmd(
     encoder: EncoderArg = None,
     opt: OptOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
 ) -> int:
     """Each file an encoder loads: URL, cache path, the reference hash it must match, and whether present."""
+    out = Output(as_json, json_out)
     rows = []
     for name, files in _files(encoder, opt):
         for f in files or []:
@@ -68,13 +70,11 @@ def list_cmd(
                 }
             )
         if files is None and encoder:
-            print(f"{name}: its plugin manages its own weights (no weight_files())")
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return 0
+            out.note(f"{name}: its plugin manages its own weights (no weight_files())")
+    out.json(rows)
     for r in rows:
-        print(f"{r['encoder']}: {r['file']}\n  url:       {r['url']}\n  path:      {r['path']}")
-        print(f"  reference: {r['reference']}\n  present:   {'yes' if r['present'] else 'no'}")
+        out.print(f"{r['encoder']}: {r['file']}\n  url:       {r['url']}\n  path:      {r['path']}")
+        out.print(f"  reference: {r['reference']}\n  present:   {'yes' if r['present'] else 'no'}")
     return 0
 
 
@@ -99,13 +99,15 @@ def fetch_cmd(
 def verify_cmd(
     encoder: EncoderArg = None,
     opt: OptOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonFlag = False,
+    json_out: JsonOut = None,
 ) -> int:
     """Say which files are present and intact (equal to the reference hash shipped with the plugin).
 
     Exit status 1 when a file is missing or corrupt."""
     from ..weights import verify
 
+    out = Output(as_json, json_out)
     bad = 0
     rows = []
     for name, files in _files(encoder, opt):
@@ -113,8 +115,6 @@ def verify_cmd(
             st = verify(f)
             bad += st.state in ("missing", "corrupt")
             rows.append({"encoder": name, "file": f.name, "state": st.state, "path": str(f.path)})
-            if not as_json:
-                print(f"{name}: {f.name}: {st.describe()}")
-    if as_json:
-        print(json.dumps(rows, indent=2))
+            out.print(f"{name}: {f.name}: {st.describe()}")
+    out.json(rows)
     return 1 if bad else 0

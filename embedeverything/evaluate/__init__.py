@@ -26,6 +26,7 @@ _EXPORTS = {
     "zeroshot_store": ".zeroshot",
     "ZeroShot": ".zeroshot",
     "query": ".query",
+    "query_many": ".query",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -13,7 +13,7 @@ from typing import Any
 from ..adapter import AdapterConfig, load_adapter
 from ..files import write_text_atomic
 from .data import EvalData
-from .report import EvalReport
+from .report import EvalReport, MethodResult
 
 CARD_FILE = "README.md"
 SETTINGS_SHOWN = (
@@ -23,6 +23,7 @@ SETTINGS_SHOWN = (
     "lr",
     "weight_decay",
     "batch_size",
+    "dim",
     "epochs",
     "patience",
     "seed",
@@ -185,7 +186,25 @@ def _retrieval(report: EvalReport) -> list[str]:
         )
         + ".",
     ]
-    return lines + [f"- note: {n}" for n in report.notes]
+    return lines + _baseline_won(report) + [f"- note: {n}" for n in report.notes]
+
+
+def _baseline_won(report: EvalReport) -> list[str]:
+    """The advice a user needs when a training-free baseline did at least as well as the adapter here."""
+
+    def mean_r1(m: MethodResult) -> float:
+        return (m.metrics["a2b_r1"] + m.metrics["b2a_r1"]) / 2
+
+    adapter = report.methods[0]
+    best = max((m for m in report.methods if m.kind == "baseline"), key=mean_r1, default=None)
+    if best is None or mean_r1(best) < mean_r1(adapter):
+        return []
+    return [
+        "",
+        f"**Prefer the `{best.name}` baseline for this data**: on these test rows it did at least as well as "
+        f"the adapter (mean R@1 both ways {mean_r1(best):.4f} against {mean_r1(adapter):.4f}); see when a "
+        "baseline is the better choice in embedeverything's docs/evaluation.md.",
+    ]
 
 
 def _zeroshot(zeroshot: dict[str, Any]) -> list[str]:

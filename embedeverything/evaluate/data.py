@@ -62,18 +62,25 @@ AdapterSource = str | os.PathLike[str] | EvalData
 
 
 def resolve_store_location(adapter_path: Path, adapter: Adapter, store_location: str | None) -> str:
+    """The store the adapter was trained on: ``--store`` if given, else the recorded path relative to the
+    adapter's folder, then the absolute one (older adapters: relative to where training ran)."""
     if store_location is not None:
         return str(store_location)
-    recorded = adapter.config.training.store
-    if is_url(recorded) or Path(recorded).exists():
+    info = adapter.config.training
+    recorded = info.store
+    if is_url(recorded):
         return recorded
-    beside = adapter_path.parent / recorded
-    if Path(recorded).is_absolute() or not beside.exists():
-        raise UserError(
-            f"the store the adapter was trained on ({recorded}) is not there; name the store to use "
-            "(--store, or --against for ee query)"
-        )
-    return str(beside)
+    tried = [adapter_path.parent / recorded]
+    if info.store_absolute:
+        tried.append(Path(info.store_absolute))
+    tried.append(Path(recorded))
+    for p in tried:
+        if p.exists():
+            return os.path.normpath(p)
+    raise UserError(
+        f"the store the adapter was trained on ({info.store_absolute or recorded}) is not there; name the "
+        "store to use (--store, or --against for ee query)"
+    )
 
 
 def matching_array(store: Store, side: str, sc: SideConfig) -> EmbeddingArray:

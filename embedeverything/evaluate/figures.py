@@ -5,7 +5,8 @@ shape for the modality and colour for the class; (c) a handful of training pairs
 (a) and (b) use the test rows, (c) the train rows, each subsampled to ``max_points`` per modality with
 a fixed seed. UMAP runs with a fixed ``random_state`` (which makes it single-threaded, and reproducible),
 on cosine distance, as the heads are trained for. Drawn with matplotlib's object API on the Agg canvas:
-no pyplot, no global state, no display needed.
+no pyplot, no global state, no display needed. A title promises colour by class only where there are
+labels; each PNG carries its title in its ``Title`` metadata as well.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,11 +137,14 @@ def make_figures(
     max_points: int = 2000,
     n_links: int = 10,
     side: str | None = None,
+    on_step: Callable[[int, int, str], None] | None = None,
 ) -> list[Path]:
     """Write figures (a), (b), (c) as PNGs into ``out_dir``; returns their paths.
 
     ``side`` picks the modality of (a); by default the side with a trained head (b when both have one).
     ``adapter_path`` may be an open :class:`EvalData` (``ee pair`` draws from the one it evaluated).
+    ``on_step(done, total, what)`` is called before each figure and once at the end: each takes seconds
+    (the first pays numba's JIT), so a caller can show where it is.
     """
     Figure, FigureCanvasAgg = _require()
     data = eval_data(adapter_path, store_location)
@@ -155,11 +160,22 @@ def make_figures(
     classes = _Classes(codes[shown_rows], data.labels.names if data.labels else None)
     plot = _Plot(data, Figure, FigureCanvasAgg, codes, classes, _names(data), seed)
     rows = _subsample(shown_rows, max_points, seed)
-    return [
-        _save(plot.before_after(rows, side, part), out / FILES[0]),
-        _save(plot.both_modalities(rows, part), out / FILES[1]),
-        _save(plot.training_pairs(_subsample(train_rows, max_points, seed + 1), n_links), out / FILES[2]),
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("before and after the head", lambda: plot.before_after(rows, side, part)),
+        ("both modalities", lambda: plot.both_modalities(rows, part)),
+        (
+            "training pairs",
+            lambda: plot.training_pairs(_subsample(train_rows, max_points, seed + 1), n_links),
+        ),
     ]
+    paths = []
+    for i, ((what, draw), name) in enumerate(zip(steps, FILES, strict=True)):
+        if on_step is not None:
+            on_step(i, len(steps), f"{name}: {what}")
+        paths.append(_save(draw(), out / name))
+    if on_step is not None:
+        on_step(len(steps), len(steps), "done")
+    return paths
 
 
 def _figure_rows(
@@ -221,7 +237,8 @@ class _Plot:
             _scatter_classes(ax, xy, self.codes[rows], self.classes)
             _tidy(ax, title)
         _legend(fig, self.classes)
-        fig.suptitle(f"(a) {self.names[side]} coloured by class, {rows.size} {part} rows", fontsize=14)
+        how = "coloured by class" if self.classes.any else "(no labels: one colour)"
+        fig.suptitle(f"(a) {self.names[side]} {how}, {rows.size} {part} rows", fontsize=14)
         fig.subplots_adjust(left=0.03, right=0.86, top=0.88, bottom=0.06, wspace=0.08)
         return fig
 
@@ -237,9 +254,8 @@ class _Plot:
             else:
                 ax.scatter(xy[sl, 0], xy[sl, 1], s=14, marker=MARKERS[s], alpha=0.8, linewidths=0)
         _legend(fig, self.classes, modalities=self.names)
-        _tidy(
-            ax, f"(b) both modalities in the shared space, {n} {part} pairs\nshape: modality, colour: class"
-        )
+        key = "shape: modality, colour: class" if self.classes.any else "shape: modality (no labels)"
+        _tidy(ax, f"(b) both modalities in the shared space, {n} {part} pairs\n{key}")
         fig.subplots_adjust(left=0.05, right=0.78, top=0.9, bottom=0.05)
         return fig
 
@@ -327,6 +343,7 @@ def _legend(fig: Any, classes: _Classes, modalities: dict[str, str] | None = Non
 
 
 def _save(fig: Any, path: Path) -> Path:
+    title = fig.get_suptitle() or fig.axes[0].get_title()
     with atomic_path(path) as tmp:
-        fig.savefig(str(tmp), dpi=DPI)
+        fig.savefig(str(tmp), dpi=DPI, metadata={"Title": title.replace("\n", "; ")})
     return path

@@ -9,8 +9,10 @@ adapter has a text side, or a side whose space a text encoder shares (``clip-tex
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +20,15 @@ import torch.nn.functional as F
 
 from ..adapter import Adapter, load_adapter
 from ..errors import UserError
-from ..inference import decode_files, embed_items, file_kind, side_encoder, side_for_modality
+from ..files import read_user_text
+from ..inference import (
+    decode_files,
+    embed_items,
+    file_kind,
+    find_text_tower,
+    side_encoder,
+    side_for_modality,
+)
 from ..store import Store
 from .data import matching_array, projected_chunks, resolve_store_location
 
@@ -44,8 +54,12 @@ class QueryResult:
     hits: list[Hit] = field(default_factory=list)
 
 
-def embed_query(adapter: Adapter, item: str, side: str | None = None) -> tuple[np.ndarray, str, str]:
-    """The input in the shared space ``[1, dim]``, the side it went through, and how."""
+def _plan(adapter: Adapter, item: str, side: str | None) -> tuple[str, str, str | Path]:
+    """Where one input goes, checked without loading an encoder: (side or "tower", modality, payload).
+
+    A file of a known kind is read as that modality (a video as the frame for an image side, else as
+    audio); a ``.txt`` file and anything that is not a file are words.
+    """
     cfg = adapter.config
     path = Path(item)
     if path.exists() and file_kind(path) != "text":
@@ -53,20 +67,101 @@ def embed_query(adapter: Adapter, item: str, side: str | None = None) -> tuple[n
         if modality == "video":  # the frame for an image side, else the audio
             takes = {getattr(cfg, s).identity.modality for s in ("ab" if side is None else side)}
             modality = "image" if "image" in takes else "audio"
-        s = side_for_modality(adapter, modality, side)
-        enc = side_encoder(adapter, s)
-        return embed_items(adapter, s, enc, decode_files([path], modality)), s, f"{enc.name} (side {s})"
+        return side_for_modality(adapter, modality, side), modality, path
     if not path.exists() and path.suffix.lower() in KNOWN_SUFFIXES:
         raise UserError(f"no such file: {path}")
-    text = path.read_text(encoding="utf-8").strip() if path.is_file() else item
+    text = read_user_text(path).strip() if path.is_file() else item
     for s in ("a", "b"):
         if getattr(cfg, s).identity.modality == "text" and side in (None, s):
-            enc = side_encoder(adapter, s)
-            return embed_items(adapter, s, enc, [text]), s, f"{enc.name} (side {s})"
-    from .zeroshot import find_text_tower
+            return s, "text", text
+    return "tower", "text", text
 
-    tower = find_text_tower(adapter)
-    return embed_items(adapter, tower.side, tower.encoder, [text]), tower.side, tower.how
+
+def embed_queries(
+    adapter: Adapter, items: Sequence[str], side: str | None = None
+) -> list[tuple[np.ndarray, str, str]]:
+    """Each input in the shared space ``[dim]``, with the side it went through and how.
+
+    Every input is checked before any encoder loads; inputs of one kind are embedded in one call, and each
+    encoder is loaded once.
+    """
+    plans = [_plan(adapter, item, side) for item in items]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, (s, modality, _) in enumerate(plans):
+        groups.setdefault((s, modality), []).append(i)
+    out: list[tuple[np.ndarray, str, str]] = [None] * len(items)  # type: ignore[list-item]
+    for (s, modality), idx in groups.items():
+        payload = [plans[i][2] for i in idx]
+        if s == "tower":
+            tower = find_text_tower(adapter)
+            s, enc, how = tower.side, tower.encoder, tower.how
+        else:
+            enc = side_encoder(adapter, s)
+            how = f"{enc.name} (side {s})"
+        decoded = payload if modality == "text" else decode_files(payload, modality, enc.decoding)
+        z = embed_items(adapter, s, enc, decoded)
+        for row, i in enumerate(idx):
+            out[i] = (z[row], s, how)
+    return out
+
+
+def _nearest(
+    adapter: Adapter, side: str, arr: Any, queries: np.ndarray, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores and rows ``[n_queries, <=k]`` of the ``k`` nearest rows of ``arr`` for each query, best
+    first, over the gallery chunk by chunk."""
+    q = F.normalize(torch.from_numpy(queries), dim=-1)  # [nq, dim]
+    best_s = torch.empty(len(q), 0)
+    best_r = torch.empty(len(q), 0, dtype=torch.long)
+    for rows, zg in projected_chunks(adapter, side, arr, normalize=True):
+        best_s = torch.cat([best_s, q @ torch.from_numpy(zg).T], dim=1)  # [nq, m + rows]
+        best_r = torch.cat([best_r, torch.from_numpy(rows).expand(len(q), -1)], dim=1)
+        if best_s.shape[1] > k:
+            top = torch.topk(best_s, k, dim=1)
+            best_s, best_r = top.values, torch.gather(best_r, 1, top.indices)
+    order = torch.argsort(best_s, dim=1, descending=True, stable=True)[:, :k]
+    return torch.gather(best_s, 1, order), torch.gather(best_r, 1, order)
+
+
+def query_many(
+    adapter_path: str | os.PathLike[str],
+    items: Sequence[str],
+    store_location: str | None = None,
+    k: int = 5,
+    side: str | None = None,
+    gallery: str | None = None,
+) -> list[QueryResult]:
+    """The ``k`` nearest stored items of the other side for each input; the adapter, its encoders and
+    the store are opened once (``gallery`` overrides which side is searched)."""
+    if k < 1:
+        raise UserError(f"--k must be >= 1, not {k}")
+    if gallery not in (None, "a", "b"):
+        raise UserError(f"gallery side must be a or b, not {gallery!r}")
+    if not items:
+        raise UserError("give at least one query")
+    path = Path(adapter_path)
+    adapter = load_adapter(path)
+    embedded = embed_queries(adapter, items, side)
+    store = Store.open(resolve_store_location(path, adapter, store_location), read_only=True)
+    meta = store.rows()
+    results = [
+        QueryResult(str(item), s, gallery or ("b" if s == "a" else "a"), how)
+        for item, (_, s, how) in zip(items, embedded, strict=True)
+    ]
+    for g in ("a", "b"):
+        idx = [i for i, r in enumerate(results) if r.gallery == g]
+        if not idx:
+            continue
+        arr = matching_array(store, g, getattr(adapter.config, g))
+        scores, rows = _nearest(adapter, g, arr, np.stack([embedded[i][0] for i in idx]), k)
+        if scores.shape[1] == 0:
+            raise UserError(f"array {arr.key} of store {store.location} has no embedded rows to search")
+        for i, sc, rw in zip(idx, scores.tolist(), rows.tolist(), strict=True):
+            results[i].hits = [
+                Hit(rank + 1, str(meta["id"][r]), float(v), str(meta["label"][r]), str(meta["split"][r]))
+                for rank, (v, r) in enumerate(zip(sc, rw, strict=True))
+            ]
+    return results
 
 
 def query(
@@ -78,37 +173,4 @@ def query(
     gallery: str | None = None,
 ) -> QueryResult:
     """The ``k`` nearest stored items of the other side (``gallery`` overrides which side is searched)."""
-    if k < 1:
-        raise UserError(f"--k must be >= 1, not {k}")
-    path = Path(adapter_path)
-    adapter = load_adapter(path)
-    z, s, how = embed_query(adapter, item, side)
-    g = gallery or ("b" if s == "a" else "a")
-    if g not in ("a", "b"):
-        raise UserError(f"gallery side must be a or b, not {g!r}")
-    store = Store.open(resolve_store_location(path, adapter, store_location), read_only=True)
-    arr = matching_array(store, g, getattr(adapter.config, g))
-    q = F.normalize(torch.from_numpy(z), dim=-1)[0]
-    best_s = torch.empty(0)
-    best_r = torch.empty(0, dtype=torch.long)
-    for rows, zg in projected_chunks(adapter, g, arr, normalize=True):
-        best_s = torch.cat([best_s, torch.from_numpy(zg) @ q])
-        best_r = torch.cat([best_r, torch.from_numpy(rows)])
-        if best_s.numel() > k:
-            top = torch.topk(best_s, k)
-            best_s, best_r = top.values, best_r[top.indices]
-    if best_s.numel() == 0:
-        raise UserError(f"array {arr.key} of store {store.location} has no embedded rows to search")
-    order = torch.argsort(best_s, descending=True, stable=True)[:k]
-    meta = store.rows()
-    hits = [
-        Hit(
-            rank=i + 1,
-            id=str(meta["id"][int(best_r[j])]),
-            score=float(best_s[j]),
-            label=str(meta["label"][int(best_r[j])]),
-            split=str(meta["split"][int(best_r[j])]),
-        )
-        for i, j in enumerate(order.tolist())
-    ]
-    return QueryResult(str(item), s, g, how, hits)
+    return query_many(adapter_path, [item], store_location, k, side, gallery)[0]

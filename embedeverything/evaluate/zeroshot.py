@@ -2,12 +2,8 @@
 
 Paper, section 5: CLIP's image space is shared with CLIP's text tower, so once VGGish is mapped into it,
 audio can be labelled with words it never saw paired. The text tower is found through the encoders'
-shared-space declaration, never by name:
-
-1. a side whose encoder is itself text (``minilm``): that encoder, through that side's head;
-2. otherwise a side that declares a ``shared_space``: among the installed text encoders, the one that
-   declares the same space when built with that side's options (those it accepts). Its embeddings live in
-   that side's raw space, so they go through that side's head (an identity head for ``clip``).
+shared-space declaration, never by name (``inference.find_text_tower``, shared with ``ee query`` and the
+public pipeline).
 
 Each label becomes the mean of its normalised prompt embeddings (``TEMPLATES``, as CLIP's prompt
 ensembling does); an item's label is the nearest of them by cosine.
@@ -26,68 +22,19 @@ import torch
 import torch.nn.functional as F
 
 from ..adapter import Adapter, load_adapter
-from ..encoder import Encoder
 from ..errors import UserError
-from ..inference import decode_files, embed_items, file_kind, side_encoder, side_for_modality
+from ..inference import (
+    TextTower,
+    decode_files,
+    embed_items,
+    file_kind,
+    find_text_tower,
+    side_encoder,
+    side_for_modality,
+)
 from .data import SPLIT_FILE, AdapterSource
 
 TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "the sound of a {}.", "{}")
-
-
-@dataclass
-class TextTower:
-    side: str  # the adapter side whose head text goes through
-    encoder: Encoder
-    how: str  # said to the user
-
-
-def _candidate_text_encoders(adapter: Adapter, side: str) -> list[Encoder]:
-    from ..plugins import get_encoder, registry
-
-    ident = getattr(adapter.config, side).identity
-    found = []
-    for name, entry in sorted(registry().encoders.items()):
-        if entry.cls.modality != "text":
-            continue
-        accepted = set(getattr(entry.cls.Options, "model_fields", {}))
-        opts = {k: v for k, v in ident.options.items() if k in accepted}
-        try:
-            enc = get_encoder(name, **opts)
-            space = enc.shared_space
-        except Exception:  # a text encoder that cannot take these options is simply not a candidate
-            continue
-        if space is not None and space == ident.shared_space:
-            found.append(enc)
-    # the encoder's own plugin first (CLIP's text tower for CLIP's image tower)
-    found.sort(key=lambda e: (e.plugin_name != ident.plugin, e.name))
-    return found
-
-
-def find_text_tower(adapter: Adapter) -> TextTower:
-    """The text encoder whose output lands in the adapter's shared space; a UserError when none does."""
-    cfg = adapter.config
-    for side in ("a", "b"):
-        if getattr(cfg, side).identity.modality == "text":
-            enc = side_encoder(adapter, side)
-            return TextTower(side, enc, f"side {side} is text ({enc.name})")
-    for side in ("a", "b"):
-        ident = getattr(cfg, side).identity
-        if ident.shared_space is None:
-            continue
-        found = _candidate_text_encoders(adapter, side)
-        if found:
-            enc = found[0]
-            if int(enc.dim) != ident.dim:
-                raise UserError(
-                    f"text encoder {enc.name!r} declares {ident.name}'s space but has dim {enc.dim}, not {ident.dim}"
-                )
-            enc.ensure_loaded()
-            return TextTower(side, enc, f"{enc.name} shares {ident.name}'s space {ident.shared_space!r}")
-    spaces = [f"{s}: {getattr(cfg, s).identity.name} ({getattr(cfg, s).identity.shared_space})" for s in "ab"]
-    raise UserError(
-        "zero-shot needs a text encoder in the adapter's space: neither side is text, and no installed text "
-        f"encoder declares the shared space of a side ({'; '.join(spaces)}); install one (clip-text for clip)"
-    )
 
 
 def parse_labels(labels: str | Sequence[str]) -> list[str]:
@@ -175,6 +122,24 @@ def _default_side(adapter: Adapter, tower: TextTower) -> str:
     return tower.side
 
 
+def _files_modality(adapter: Adapter, paths: Sequence[Path], side: str | None) -> str | None:
+    """The one modality of the files (None for videos only, which fit either side), checked before any
+    encoder loads: every file exists, and all but videos are of one modality the adapter takes."""
+    first: tuple[Path, str] | None = None
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"no such file: {p}")
+        kind = file_kind(p)
+        if kind == "video":
+            continue
+        if first is None:
+            first = (p, kind)
+            side_for_modality(adapter, kind, side)
+        elif kind != first[1]:
+            raise UserError(f"{p} is {kind}, but {first[0]} is {first[1]}: label one modality per run")
+    return None if first is None else first[1]
+
+
 def zeroshot_files(
     adapter_path: str | os.PathLike[str],
     files: Sequence[str | os.PathLike[str]],
@@ -188,15 +153,13 @@ def zeroshot_files(
         raise UserError("give at least one FILE to label (or --manifest / --store)")
     adapter = load_adapter(adapter_path)
     names = parse_labels(labels)
+    modality = _files_modality(adapter, [Path(f) for f in files], side)
     tower = find_text_tower(adapter)
-    kinds = {file_kind(Path(f)) for f in files}
-    modality = next(iter(kinds))
-    if len(kinds) > 1 or modality == "video":
-        # videos go to the side that is not the text tower's, as audio or image
+    if modality is None:  # videos only: they go to the side that is not the text tower's
         modality = getattr(adapter.config, side or _default_side(adapter, tower)).identity.modality
     s = side_for_modality(adapter, modality, side)
     enc = side_encoder(adapter, s)
-    z = embed_items(adapter, s, enc, decode_files(files, modality))
+    z = embed_items(adapter, s, enc, decode_files(files, modality, enc.decoding))
     top = classify(z, class_embeddings(adapter, tower, names, templates), names, k)
     return ZeroShot(names, tower.how, s, [str(f) for f in files], top, [None] * len(files))
 
@@ -241,7 +204,7 @@ def zeroshot_manifest(
     items, ids, truth, bad = [], [], [], 0
     for p in pairs:
         try:
-            items.append(decode(p.side(s), manifest.root))
+            items.append(decode(p.side(s), manifest.root, enc.decoding))
         except BadItem:
             bad += 1
             continue

@@ -8,8 +8,9 @@ manifest plus ``<manifest>.failures.jsonl`` beside it.
 
 from __future__ import annotations
 
-import json
+import errno
 import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..decoder_pool import DEFAULT_TIMEOUT, DecoderPool, default_decode_workers
-from ..errors import BadItem, UserError
+from ..errors import BadItem, UserError, shown
 from ..files import atomic_open
-from ..manifest import Manifest, ManifestHeader, Pair, write_manifest
+from ..manifest import Manifest, ManifestHeader, Pair, json_line, write_manifest
 
 ProgressFn = Callable[[int], None]
 
@@ -36,7 +37,7 @@ class Failure:
         d: dict[str, str] = {"path": self.path, "reason": self.reason}
         if self.id is not None:
             d["id"] = self.id
-        return json.dumps(d, ensure_ascii=False)
+        return json_line(d)
 
 
 @dataclass
@@ -77,6 +78,17 @@ class IngestResult:
         """Failures grouped by the kind of reason (the text before any detail in parentheses)."""
         return Counter(short_reason(f.reason) for f in self.failures).most_common()
 
+    def failure_lines(self, examples: int = 5) -> list[str]:
+        """What failed, for the terminal: the count, the counts by reason, a few examples, and where the
+        whole list is (``ee ingest`` and ``ee pair`` print the same)."""
+        if not self.failures:
+            return []
+        lines = [f"{len(self.failures)} of {self.inputs} inputs failed:"]
+        lines += [f"  {n:6d}  {reason}" for reason, n in self.reason_counts()]
+        lines += [f"  e.g. {shown(f.path)}: {f.reason}" for f in self.failures[:examples]]
+        lines.append(f"all failures: {shown(str(self.failures_path or failures_path_for(self.manifest)))}")
+        return lines
+
 
 def short_reason(reason: str) -> str:
     head = reason.split(" (", 1)[0].split(": ", 1)[0]
@@ -105,13 +117,15 @@ def find_files(folder: Path, extensions: Iterable[str], skip: Iterable[Path] = (
     """Files under ``folder`` (recursive; hidden folders and stores skipped) with these extensions, sorted.
 
     A ``*.zarr`` store beside the media (``ee embed``'s default place) holds many small files: not walked.
+    A folder named like a media file (``x.mp4/``) is listed too, so that probing records it as a failure
+    rather than leave it out without a word; what it holds is walked as any folder is.
     """
     exts = {e.lower() for e in extensions}
     skipped = {os.path.abspath(p) for p in skip}
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not d.endswith(".zarr"))
-        for name in filenames:
+        for name in filenames + dirnames:
             p = Path(dirpath) / name
             if not name.startswith(".") and p.suffix.lower() in exts and os.path.abspath(p) not in skipped:
                 out.append(p)
@@ -127,6 +141,22 @@ def check_folder(folder: Path, what: str) -> Path:
     return folder
 
 
+def not_a_file(path: Path) -> BadItem | None:
+    """Why ``path`` is no file to probe, told apart where the decoder would only say "file not found";
+    None when it may be one."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return BadItem(f"symlink loop: {path}")
+        if os.path.islink(path):
+            return BadItem(f"broken symlink: {path} -> {os.readlink(path)}")
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        return BadItem(f"a folder, not a file: {path}")
+    return None
+
+
 def probe_files(
     files: Sequence[tuple[Path, str]], opts: IngestOptions
 ) -> Iterable[tuple[int, dict[str, Any] | BadItem]]:
@@ -139,16 +169,19 @@ def probe_files(
         opts.on_start(len(files))
     if not files:
         return
+    early = {i: bad for i, (p, _) in enumerate(files) if (bad := not_a_file(p)) is not None}
     workers = max(1, min(opts.workers or default_decode_workers(), len(files)))
     batch = workers if opts.strict else workers * 16
     with DecoderPool(workers, opts.timeout, None) as pool:
         for lo in range(0, len(files), batch):
-            part = files[lo : lo + batch]
-            got = pool.probe_all([(str(p), kind) for p, kind in part])
+            part = [i for i in range(lo, min(lo + batch, len(files))) if i not in early]
+            got = dict(
+                zip(part, pool.probe_all([(str(files[i][0]), files[i][1]) for i in part]), strict=True)
+            )
             if opts.on_progress is not None:
-                opts.on_progress(len(part))
-            for k, r in enumerate(got):
-                yield lo + k, r
+                opts.on_progress(min(batch, len(files) - lo))
+            for i in range(lo, min(lo + batch, len(files))):
+                yield i, early[i] if i in early else got[i]
 
 
 def drop_duplicates(pairs: list[Pair], origin: dict[str, str]) -> tuple[list[Pair], list[Failure]]:

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..decode import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS
-from ..errors import BadItem, UserError
+from ..errors import BadItem, UserError, shown
 from ..manifest import MediaRef, Pair
 from .common import (
     Failure,
@@ -128,9 +128,9 @@ def _probe(result: IngestResult, candidates: list[tuple[str, Path, Path]], opts:
             continue
         result.pairs.append(
             Pair(
-                id=stem,
+                id=shown(stem),
                 a=MediaRef(kind=ka, path=ref_path(pa, root)),  # type: ignore[arg-type]
                 b=MediaRef(kind=kb, path=ref_path(pb, root)),  # type: ignore[arg-type]
-                group=stem,
+                group=shown(stem),
             )
         )

@@ -1,8 +1,9 @@
 """A CSV or JSONL table with one column per side (file paths or inline text), plus optional columns.
 
-Columns: ``--a`` and ``--b`` (default: columns named a and b, else the first two that are not id,
-label, split or group), ``--label``, ``--split``, ``--id`` (default: columns of those names when
-present). A column is a column of image or audio files when most of its values end in such an
+Columns: ``a`` and ``b`` (default: columns named a and b, else the first two that are not id,
+label, split or group), ``label``, ``split``, ``id`` (default: columns of those names when present);
+``ee ingest table`` takes them as ``--a/--b/--label/--split/--id`` and ``ee pair`` as ``--a-col`` and so on,
+and every message names the caller's flags (``flags``). A column is a column of image or audio files when most of its values end in such an
 extension, of text files when they end in .txt, and inline text otherwise. Paths are relative to the
 table's folder. Without an id column a row's id is its two values (long text shortened with a hash), so
 ids survive reordering and appending rows.
@@ -12,18 +13,25 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..decode import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS, VIDEO_EXTENSIONS
-from ..errors import BadItem, UserError
+from ..errors import BadItem, UserError, shown
+from ..files import read_user_text
 from ..manifest import MediaRef, Pair, iter_jsonl
 from .common import Failure, IngestOptions, IngestResult, finish, probe_files, ref_path
 from .vggsound import parse_split
 
 RESERVED = ("id", "label", "split", "group")
+
+#: the flags that choose each column, as ``ee ingest table`` names them; a caller with other names
+#: (``ee pair``: ``--a-col``...) passes its own, so that a hint names flags the user can give
+TABLE_FLAGS = {"a": "--a", "b": "--b", "label": "--label", "split": "--split", "id": "--id"}
 
 
 def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
@@ -39,11 +47,11 @@ def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]
             rows.append((lineno, obj))
         return list(columns), rows
     if suffix in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            cols = [c for c in (reader.fieldnames or []) if c]
-            for rec in reader:
-                rows.append((reader.line_num, {k: v for k, v in rec.items() if k}))
+        text = io.StringIO(read_user_text(path), newline="")
+        reader = csv.DictReader(text, delimiter="\t" if suffix == ".tsv" else ",")
+        cols = [c for c in (reader.fieldnames or []) if c]
+        for rec in reader:
+            rows.append((reader.line_num, {k: v for k, v in rec.items() if k}))
         return cols, rows
     raise UserError(f"{path}: a table must be .csv, .tsv or .jsonl")
 
@@ -84,8 +92,10 @@ def ingest_table(
     split: str | None = None,
     id: str | None = None,
     opts: IngestOptions | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> IngestResult:
-    """A CSV/JSONL table -> a manifest; see the module docstring."""
+    """A CSV/JSONL table -> a manifest; see the module docstring. ``flags``: the caller's names of the
+    column options, for its messages (default :data:`TABLE_FLAGS`)."""
     table = Path(table)
     if not table.is_file():
         raise UserError(f"table not found: {table}")
@@ -94,7 +104,8 @@ def ingest_table(
     columns, rows = read_table(table)
     if not rows:
         raise UserError(f"{table}: no rows")
-    cols = _Columns.pick(table, columns, a, b, label, split, id)
+    given = {"a": a, "b": b, "label": label, "split": split, "id": id}
+    cols = _Columns.pick(table, columns, given, {**TABLE_FLAGS, **(flags or {})})
     kinds = cols.kinds(rows)
     modality = {c: ("text" if k == "inline" else k) for c, k in kinds.items()}
     result = IngestResult(
@@ -136,35 +147,30 @@ class _Columns:
         cls,
         table: Path,
         columns: list[str],
-        a: str | None,
-        b: str | None,
-        label: str | None,
-        split: str | None,
-        id: str | None,
+        given: Mapping[str, str | None],
+        flags: Mapping[str, str],
     ) -> _Columns:
-        """The columns given, else the defaults of the module docstring; a name not in the table is a
-        UserError listing the columns there are."""
+        """The columns ``given`` (by role: a, b, label, split, id), else the defaults of the module
+        docstring; a name not in the table is a UserError naming its flag and the columns there are."""
 
-        def pick(given: str | None, default: str, option: str) -> str | None:
-            if given is not None:
-                if given not in columns:
+        def pick(role: str) -> str | None:
+            name = given.get(role)
+            if name is not None:
+                if name not in columns:
                     raise UserError(
-                        f"{option} {given!r} is not a column of {table} (columns: {', '.join(columns)})"
+                        f"{flags[role]} {name!r} is not a column of {table} (columns: {', '.join(columns)})"
                     )
-                return given
-            return default if default in columns else None
+                return name
+            return role if role in columns else None
 
-        label_col, split_col, id_col = (
-            pick(label, "label", "--label"),
-            pick(split, "split", "--split"),
-            pick(id, "id", "--id"),
-        )
+        label_col, split_col, id_col = pick("label"), pick("split"), pick("id")
         rest = [c for c in columns if c not in RESERVED and c not in (label_col, split_col, id_col)]
-        col_a = pick(a, "a", "--a") or (rest[0] if rest else None)
-        col_b = pick(b, "b", "--b") or next((c for c in rest if c != col_a), None)
+        col_a = pick("a") or (rest[0] if rest else None)
+        col_b = pick("b") or next((c for c in rest if c != col_a), None)
         if col_a is None or col_b is None or col_a == col_b:
             raise UserError(
-                f"{table}: need two columns for the sides; give --a COL --b COL (columns: {', '.join(columns)})"
+                f"{table}: need two columns for the sides; give {flags['a']} COL {flags['b']} COL "
+                f"(columns: {', '.join(columns)})"
             )
         group_col = "group" if "group" in columns else None
         return cls(col_a, col_b, label_col, split_col, id_col, group_col)
@@ -284,6 +290,10 @@ class _Reader:
                 k = owner[i]
                 failed.add(k)
                 lineno, pair, _ = candidates[k]
-                if self.fail(lineno, f"{ref_path(to_probe[i][0], self.root)}: {got.reason}", pair.id):
+                # the file after the reason, not before it: failures are counted by the reason's head
+                path = to_probe[i][0]
+                named = shown(str(path)) in got.reason
+                reason = got.reason if named else f"{got.reason} (file {ref_path(path, self.root)})"
+                if self.fail(lineno, reason, pair.id):
                     return
         self.result.pairs = [p for k, (_, p, _) in enumerate(candidates) if k not in failed]

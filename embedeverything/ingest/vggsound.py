@@ -9,11 +9,13 @@ folder, since tools often sort clips into train/ and test/. Labels and the split
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
 from ..decode import VIDEO_EXTENSIONS
 from ..errors import UserError
+from ..files import read_user_text
 from ..manifest import Split
 from .common import Failure, IngestOptions, IngestResult, check_folder, find_files, finish, ref_path
 from .videos import FramePlan, ingest_video_files
@@ -46,7 +48,7 @@ def parse_split(value: str) -> Split | None:
 def read_vggsound_csv(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, row) for each data row; a header line, if any, is skipped."""
     rows: list[tuple[int, dict[str, Any]]] = []
-    with path.open(newline="", encoding="utf-8") as f:
+    with io.StringIO(read_user_text(path), newline="") as f:
         for lineno, rec in enumerate(csv.reader(f), 1):
             if not rec or not any(c.strip() for c in rec):
                 continue

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..decode import VIDEO_EXTENSIONS
-from ..errors import BadItem, UserError
+from ..errors import BadItem, UserError, shown
 from ..manifest import MediaRef, Pair, Split
 from .common import (
     Failure,
@@ -85,8 +85,9 @@ def pairs_for_video(
 
     ``rel`` is the path stored in the refs (relative to the manifest), ``name`` the video's name in ids and
     groups (relative to the ingested folder, so that ids do not change with ``--out``; default ``rel``).
+    A file name's bytes that are not UTF-8 show as ``\\xNN`` in the id and group; ``rel`` keeps them.
     """
-    name = name or rel
+    name = shown(name or rel)
     if info.get("video_end") is None:
         raise BadItem("no video stream")
     if info.get("audio_end") is None:
@@ -164,3 +165,27 @@ def ingest_videos(
         raise UserError(f"no video files under {folder} (looked for {', '.join(sorted(VIDEO_EXTENSIONS))})")
     result = IngestResult(source=f"videos:{folder}", a="image", b="audio", manifest=manifest)
     return ingest_video_files(result, folder, [(p, {}) for p in files], plan, opts)
+
+
+def class_folders(data: Path) -> list[str] | None:
+    """The class folders when every video of ``data`` sits in one, one level down, and there are at least
+    two (``videos/dog/1.mp4``); else None: then folder names are no classes a user would expect."""
+    if not data.is_dir():
+        return None
+    videos = [
+        p.relative_to(data) for p in data.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file()
+    ]
+    if not videos or any(len(v.parts) != 2 for v in videos):
+        return None
+    names = sorted({v.parts[0] for v in videos})
+    return names if len(names) >= 2 else None
+
+
+def labelled_by_folder(pairs: list[Pair]) -> list[Pair]:
+    """Every pair labelled with the name of the folder its first file sits in (``videos/dog/1.mp4`` -> ``dog``)."""
+    out = []
+    for p in pairs:
+        ref = p.a if p.a.path is not None else p.b
+        label = Path(ref.path).parent.name if ref.path is not None else None
+        out.append(p.model_copy(update={"label": label or p.label}))
+    return out

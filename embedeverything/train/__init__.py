@@ -12,6 +12,7 @@ _EXPORTS = {
     "train": ".trainer",
     "TrainResult": ".trainer",
     "EpochReport": ".trainer",
+    "TrainingInterrupted": ".interrupt",
     "recall_at_1": "..retrieval",
     "TrainConfig": ".config",
     "make_config": ".config",

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..files import atomic_path, write_text_atomic
+from ..files import about_size, atomic_path, write_text_atomic
 from ..store import EmbeddingArray
 from .config import TrainConfig
 
@@ -104,24 +104,44 @@ def load_module_tensors(modules: Mapping[str, torch.nn.Module], tensors: Mapping
         module.load_state_dict({k[len(p) :]: v for k, v in tensors.items() if k.startswith(p)}, strict=True)
 
 
-def open_checkpoint(path: Path, fp: dict[str, Any], resume: bool) -> Checkpoint | None:
-    """The checkpoint at ``path`` to resume from, None to start afresh; UserError when it cannot be."""
-    out = path.parent
+def open_checkpoint(path: Path, fp: dict[str, Any]) -> tuple[Checkpoint | None, list[str]]:
+    """The checkpoint at ``path`` if it was made with the fingerprint ``fp`` (None: there is none), and
+    else what differs, in words (``lr 0.001 -> 0.0003``); UserError when the file cannot be read."""
     if not path.exists():
-        return None
-    if not resume:
-        raise UserError(
-            f"{out} already holds a training run; pass --resume to continue it, or choose another --out"
-        )
+        return None, []
     ckpt = _read(path)
-    theirs = ckpt[0]["fingerprint"]
-    for k in fp:
-        if theirs.get(k) != fp[k]:
-            diff = k
-            if k == "settings":
-                diff = ", ".join(f"settings.{s}" for s in fp[k] if theirs.get(k, {}).get(s) != fp[k][s])
-            raise UserError(f"cannot resume in {out}: the checkpoint differs in {diff}; use another --out")
-    return ckpt
+    changed = fingerprint_changes(ckpt[0]["fingerprint"], fp)
+    return (None if changed else ckpt), changed
+
+
+def fingerprint_changes(theirs: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    """Each difference between two fingerprints as ``name old -> new``; settings by their flag's name."""
+    changes = []
+    for k, v in ours.items():
+        old = theirs.get(k)
+        if k == "settings":
+            old = old or {}
+            changes += [
+                f"{_FLAG_NAMES.get(s, s.replace('_', '-'))} {_shown(old.get(s))} -> {_shown(v[s])}"
+                for s in v
+                if old.get(s) != v[s]
+            ]
+        elif old != v:
+            what = {"a": "side a array", "b": "side b array", "split": "rows paired on both sides"}.get(k, k)
+            changes.append(f"{what} {_shown(old)} -> {_shown(v)}" if k in ("a", "b") else f"{what} changed")
+    return changes
+
+
+#: settings whose flag is not their name with hyphens
+_FLAG_NAMES = {"head_kind": "head", "loss_options": "loss-opt", "fractions": "split fractions"}
+
+
+def _shown(v: Any) -> str:
+    if v is None:
+        return "unset"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return v if isinstance(v, str) else json.dumps(v)
 
 
 def _read(path: Path) -> Checkpoint:
@@ -187,7 +207,7 @@ def save_checkpoint(
         "finished": st.finished,
         "opt_groups": opt_groups,
     }
-    with atomic_path(path) as tmp:
+    with atomic_path(path, need=about_size(tensors)) as tmp:
         save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
 
 

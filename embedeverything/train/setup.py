@@ -9,6 +9,7 @@ of its own.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from .checkpoint import (
     restore,
     write_metrics,
 )
-from .config import TrainConfig, auto_batch_size
+from .config import TrainConfig, auto_batch_size, auto_dim
 from .data import InMemoryPairs, PairSource, StreamingPairs, default_memory_budget, label_codes
 from .losses import HeadPair, Loss, build_loss
 from .split import Split, make_split, refit_rows, rows_hash, save_split
@@ -119,7 +120,8 @@ def choose_heads(
     ``auto``: a side whose encoder declares a shared space (CLIP's image and text towers) stays identity
     and the other side gets a head into its dim. When both declare one (clip + clip-text), side a stays
     identity and side b is trained into it: two identities would train nothing, and keeping a fixed
-    keeps the text tower's space. When neither does, both get heads into ``cfg.dim``.
+    keeps the text tower's space. When neither does, both get heads into ``cfg.dim`` (resolved by
+    :func:`prepare` when it is ``"auto"``).
     """
     ka, kb = cfg.head_a, cfg.head_b
     if ka == "auto" and kb == "auto":
@@ -139,6 +141,8 @@ def choose_heads(
         dim = ida.dim
     elif kb == "identity":
         dim = idb.dim
+    elif cfg.dim == "auto":
+        raise ValueError("choose_heads needs the shared dim resolved (prepare resolves it)")
     else:
         dim = cfg.dim
     spec_a, spec_b = (_head_spec(kind, ident, dim, cfg) for kind, ident in ((ka, ida), (kb, idb)))
@@ -169,18 +173,26 @@ def make_optimizer(cfg: TrainConfig, groups: list[dict[str, Any]]) -> torch.opti
 
 
 def prepare(
-    store_location: str, a_key: str | None, b_key: str | None, out: Path, cfg: TrainConfig, resume: bool
+    store_location: str, a_key: str | None, b_key: str | None, out: Path, cfg: TrainConfig
 ) -> tuple[Run, TrainState, int | None]:
-    """The run, its state (restored from ``out``'s checkpoint when resuming), and the epoch resumed from."""
+    """The run, its state (restored from ``out``'s checkpoint when there is one), and the epoch resumed
+    from; UserError when that checkpoint was made with other settings or on other rows."""
     store = Store.open(store_location, read_only=True)
     arr_a, arr_b = resolve_array(store, "a", a_key), resolve_array(store, "b", b_key)
     meta = store.rows()
     ids = meta["id"]
     n = min(arr_a.n_rows, arr_b.n_rows, len(ids))
     split = make_split(paired_rows(arr_a, arr_b, n), meta, seed=cfg.seed, fractions=cfg.fractions)
+    # one shared dim for the selection run and its refit, from the selection run's training pairs
+    cfg = cfg.model_copy(update={"dim": auto_dim(cfg.dim, split.train.size)})
     fp = fingerprint(cfg, arr_a, arr_b, rows_hash(ids, np.concatenate([split.train, split.val, split.test])))
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = open_checkpoint(out / CHECKPOINT_FILE, fp, resume)
+    ckpt, changed = open_checkpoint(out / CHECKPOINT_FILE, fp)
+    if changed:
+        raise UserError(
+            f"{out} holds a run with other settings ({', '.join(changed)}); "
+            "rerun with the same settings to resume, or --force to start over"
+        )
     save_split(split, ids, out)
     codes = label_codes(meta["label"][:n]) if n else None
     val_rows = split.val
@@ -208,13 +220,13 @@ def prepare(
     return run, state, resumed_from
 
 
-def prepare_refit(run: Run, epochs: int, resume: bool) -> tuple[Run, TrainState, int | None]:
+def prepare_refit(run: Run, epochs: int) -> tuple[Run, TrainState, int | None]:
     """The refit phase of ``run``: new heads, loss and optimiser from the same seed, trained on train +
     validation rows for ``epochs`` epochs with the selection run's batch size; resumed from its own
-    checkpoint when there is one."""
+    checkpoint when there is one of this selection run (another one's is of no use: started over)."""
     rows = refit_rows(run.split.train, run.split.val)
     fp = {**run.fingerprint, "phase": "refit", "epochs": epochs}
-    ckpt = open_checkpoint(run.out / REFIT_CHECKPOINT_FILE, fp, resume)
+    ckpt, _ = open_checkpoint(run.out / REFIT_CHECKPOINT_FILE, fp)
     parts = _build(run.cfg, run.arr_a, run.arr_b, rows, run.codes, run.batch_size)
     refit = replace(run, val=None, fingerprint=fp, rows=rows, epochs=epochs, phase="refit", **parts)
     state, resumed_from = _start_state(refit, ckpt)
@@ -273,8 +285,15 @@ def _source(
 def _start_state(run: Run, ckpt: Checkpoint | None) -> tuple[TrainState, int | None]:
     """A fresh state (the initial modules as the best so far), or the checkpoint's."""
     if ckpt is None:
-        if run.metrics_path.exists():
-            run.metrics_path.unlink()
+        if run.metrics_path.exists() and run.metrics_path.stat().st_size:
+            what = "the refit" if run.phase == "refit" else "training"
+            warnings.warn(
+                f"{run.out} has no checkpoint of the epochs in {run.metrics_path.name} (a run stopped before "
+                f"its first one, or of other settings): starting {what} over",
+                stacklevel=2,
+            )
+        run.metrics_path.unlink(missing_ok=True)
+        run.checkpoint_path.unlink(missing_ok=True)
         return TrainState(best=module_tensors(run.modules)), None
     state = restore(ckpt, run.modules, run.opt)
     write_metrics(run.metrics_path, state.history)

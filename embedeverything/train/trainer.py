@@ -4,8 +4,9 @@ A small loop in the manner of minGPT's: no UI inside, a callback for progress, a
 through its declared contract (:class:`.losses.Loss`) alone. Each epoch trains on batches of the train
 part (order fixed by seed and epoch), then measures loss and R@1 on the validation part, keeps the best
 heads, stops early when R@1 stalls, appends a line to ``metrics.jsonl`` and writes a checkpoint now and
-then. A resumed run reloads heads, loss, optimiser, best state and RNG from the checkpoint and ends with
-the same adapter, bit for bit, as an uninterrupted run. Building the run is :mod:`.setup`'s, saving and
+then, and at the end of the epoch under way on Ctrl-C (:mod:`.interrupt`). A rerun with the same settings
+reloads heads, loss, optimiser, best state and RNG from the checkpoint and ends with the same adapter, bit
+for bit, as an uninterrupted run. Building the run is :mod:`.setup`'s, saving and
 restoring it :mod:`.checkpoint`'s.
 
 By default two steps follow (``TrainConfig.anchors``, ``refit``): with the best heads, an anchor part is
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +44,8 @@ from .anchors import AnchorChoice, attach, choose_anchors
 from .checkpoint import (
     CHECKPOINT_FILE,
     METRICS_FILE,
+    REFIT_CHECKPOINT_FILE,
+    REFIT_METRICS_FILE,
     TrainState,
     append_metrics,
     load_module_tensors,
@@ -49,12 +53,22 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .data import InMemoryPairs
+from .interrupt import TrainingInterrupted, deferred_signals
 from .losses import Loss, loss_plugin
 from .setup import Run, choose_heads, make_optimizer, prepare, prepare_refit, resolve_array
 from .split import rows_hash
 
 ADAPTER_FILE = "adapter.safetensors"
 ANCHORS_FILE = "anchors.json"
+#: what ``force`` removes before a run starts over (``split.json`` is written again by every run)
+RUN_FILES = (
+    ADAPTER_FILE,
+    ANCHORS_FILE,
+    CHECKPOINT_FILE,
+    METRICS_FILE,
+    REFIT_CHECKPOINT_FILE,
+    REFIT_METRICS_FILE,
+)
 
 # names other modules import from here
 __all__ = [
@@ -63,6 +77,7 @@ __all__ = [
     "METRICS_FILE",
     "EpochReport",
     "TrainResult",
+    "TrainingInterrupted",
     "choose_heads",
     "make_optimizer",
     "recall_at_1",
@@ -117,10 +132,15 @@ def train(
     b_key: str | None,
     out_dir: str | os.PathLike[str],
     config: TrainConfig | None = None,
-    resume: bool = False,
+    force: bool = False,
     progress: Progress | None = None,
 ) -> TrainResult:
-    """Train heads on the pairs of a store that are done on both sides; write the adapter to ``out_dir``."""
+    """Train heads on the pairs of a store that are done on both sides; write the adapter to ``out_dir``.
+
+    A run of the same settings found in ``out_dir`` goes on from its checkpoint (a finished one writes
+    the same adapter again); one of other settings is refused, unless ``force`` says to start over. On
+    Ctrl-C or SIGTERM the epoch under way ends, its checkpoint is written and
+    :class:`~.interrupt.TrainingInterrupted` (a KeyboardInterrupt) says what was kept."""
     cfg = config or TrainConfig()
     from ..runtime import pin_threads
 
@@ -128,12 +148,15 @@ def train(
     pin_threads(cfg.threads)
     try:
         t_start = time.monotonic()
-        run, state, resumed_from = prepare(store_location, a_key, b_key, Path(out_dir), cfg, resume)
+        if force:
+            for name in RUN_FILES:
+                (Path(out_dir) / name).unlink(missing_ok=True)
+        run, state, resumed_from = prepare(store_location, a_key, b_key, Path(out_dir), cfg)
         fit(run, state, progress)
         selection = select(run, state)
         final = run
         if cfg.refit and state.best_epoch > 0:
-            final, refit_state, _ = prepare_refit(run, state.best_epoch, resume)
+            final, refit_state, _ = prepare_refit(run, state.best_epoch)
             fit(final, refit_state, progress)
         return _finish(run, state, final, selection, resumed_from, t_start)
     finally:
@@ -141,24 +164,38 @@ def train(
 
 
 def fit(run: Run, state: TrainState, progress: Progress | None = None) -> None:
-    """Epochs until the phase's number, or until R@1 stalls; checkpoints on the way and at the end."""
+    """Epochs until the phase's number, or until R@1 stalls; checkpoints on the way, at the end, and
+    at the end of the epoch under way when a signal comes (then TrainingInterrupted)."""
     cfg = run.cfg
     patience = cfg.patience if run.val is not None else None
     best = state.best_r1 if state.best_r1 >= 0 else None
     _report(progress, EpochReport(epoch=state.epoch, epochs=run.epochs, best_r1=best, phase=run.phase))
+    kept = state.epoch if run.checkpoint_path.exists() else None
     last_ckpt = time.monotonic()
-    while not state.finished and state.epoch < run.epochs:
-        state.epoch += 1
-        record = _epoch(run, state.epoch)
-        state.add(record, run.modules, run.epochs, patience)
-        append_metrics(run.metrics_path, record)
-        if state.finished or time.monotonic() - last_ckpt >= cfg.checkpoint_every_s:
-            _checkpoint(run, state)
-            last_ckpt = time.monotonic()
-        _report(progress, _epoch_report(record, state, run))
-    if not state.finished:  # epochs was no more than the checkpoint's: nothing left to run
-        state.finished = True
-        _checkpoint(run, state)
+    with deferred_signals() as latch:
+        try:
+            while not state.finished and state.epoch < run.epochs and not latch.signum:
+                state.epoch += 1
+                record = _epoch(run, state.epoch)
+                state.add(record, run.modules, run.epochs, patience)
+                append_metrics(run.metrics_path, record)
+                if state.finished or time.monotonic() - last_ckpt >= cfg.checkpoint_every_s:
+                    _checkpoint(run, state)
+                    kept, last_ckpt = state.epoch, time.monotonic()
+                _report(progress, _epoch_report(record, state, run))
+            # not finished and not stopped: epochs was no more than the checkpoint's
+            finish = not state.finished and not latch.signum
+            state.finished = state.finished or finish
+            if finish or (kept != state.epoch and state.epoch > 0):  # a signal: the epoch just ended
+                _checkpoint(run, state)
+                kept = state.epoch
+        except KeyboardInterrupt as e:  # a second signal: at once, with the last checkpoint
+            if isinstance(e, TrainingInterrupted):
+                raise
+            signum = latch.signum or signal.SIGINT
+            raise TrainingInterrupted(run.out, run.phase, state.epoch, run.epochs, kept, signum) from None
+    if latch.signum:  # also when it came after the last epoch: the phase's checkpoint is written
+        raise TrainingInterrupted(run.out, run.phase, state.epoch, run.epochs, kept, latch.signum)
 
 
 def select(run: Run, state: TrainState) -> Selection:
@@ -308,7 +345,7 @@ def _adapter_config(
         ),
         metrics=metrics,
         training=TrainingInfo(
-            store=str(run.store_location),
+            **_store_fields(str(run.store_location), run.out),
             rows=int(final.rows.size),
             row_ids_sha256=rows_hash(run.ids, final.rows),
             split={
@@ -328,3 +365,15 @@ def _adapter_config(
             train_seconds=round(time.monotonic() - t_start, 3),
         ),
     )
+
+
+def _store_fields(location: str, out: Path) -> dict[str, str]:
+    """Where the store is, for commands run later from any folder: a local store relative to the adapter's
+    folder (the two may move together) and absolute (the adapter may move alone); a URL as given."""
+    from ..store import local_path
+
+    folder = local_path(location)
+    if folder is None:
+        return {"store": location}
+    absolute = folder.resolve()
+    return {"store": os.path.relpath(absolute, out.resolve()), "store_absolute": str(absolute)}

@@ -91,7 +91,7 @@ def describe(o: ClipOptions, name: str) -> str:
     where = f"cached at {cached[0]}" if cached else "not cached: downloads when online"
     return (
         f"open_clip {o.arch} pretrained={o.pretrained} ({where}); offline: "
-        f"--opt checkpoint=FILE or {ENV_CHECKPOINT}=FILE, or `ee weights fetch {name}`"
+        f"{ee.option_flag()} checkpoint=FILE or {ENV_CHECKPOINT}=FILE, or `ee weights fetch {name}`"
     )
 
 
@@ -107,23 +107,24 @@ def space_source(o: ClipOptions) -> str:
 
 def resolve(o: ClipOptions, name: str, open_clip: Any) -> str:
     """The path of the weights file to load, looking locally first; the network only when it answers."""
+    flag = ee.option_flag()
     ckpt = checkpoint(o)
     if ckpt:
         if not os.path.isfile(ckpt):
-            src = "--opt checkpoint" if o.checkpoint else ENV_CHECKPOINT
+            src = f"{flag} checkpoint" if o.checkpoint else ENV_CHECKPOINT
             raise ee.UserError(f"CLIP checkpoint {ckpt!r} (from {src}) is not a file")
         return ckpt
     if not o.pretrained:
         raise ee.UserError(
-            f"encoder {name!r} has no weights to load: give --opt pretrained=TAG, "
-            f"--opt checkpoint=FILE ({ENV_CHECKPOINT}), or --opt random_init=true for tests"
+            f"encoder {name!r} has no weights to load: give {flag} pretrained=TAG, "
+            f"{flag} checkpoint=FILE ({ENV_CHECKPOINT}), or {flag} random_init=true for tests"
         )
     cfg = open_clip.get_pretrained_cfg(o.arch, o.pretrained)
     if not cfg:
         tags = ", ".join(open_clip.list_pretrained_tags_by_model(o.arch)) or "none"
         raise ee.UserError(
             f"open_clip has no pretrained tag {o.pretrained!r} for {o.arch}; its tags: {tags}; "
-            f"or give a local file with --opt checkpoint=FILE"
+            f"or give a local file with {flag} checkpoint=FILE"
         )
     cached = _cached(o, cfg)
     if cached is not None:
@@ -162,9 +163,10 @@ def _cached(o: ClipOptions, cfg: dict[str, Any]) -> str | None:
 def no_weights(o: ClipOptions, name: str, why: str) -> str:
     """The message for weights found nowhere: every way to provide them."""
     paths = ", ".join(str(f.path) for f in weight_files(o)) or str(cache_root(o))
+    flag = ee.option_flag()
     return (
         f"no weights for {name!r} ({o.arch}, pretrained={o.pretrained}): not in the caches "
         f"({paths} or the Hugging Face hub cache) and {why}. Give a local open_clip state dict with "
-        f"--opt checkpoint=FILE or {ENV_CHECKPOINT}=FILE; or run `ee weights fetch {name}` on a "
-        f"machine with internet and copy the cache here; or --opt random_init=true (tests only)"
+        f"{flag} checkpoint=FILE or {ENV_CHECKPOINT}=FILE; or run `ee weights fetch {name}` on a "
+        f"machine with internet and copy the cache here; or {flag} random_init=true (tests only)"
     )

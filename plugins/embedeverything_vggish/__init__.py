@@ -101,10 +101,10 @@ class Vggish(ee.Encoder):
         return files
 
     def _local(self, which: str) -> tuple[str | None, str]:
-        o = self.options
+        o, flag = self.options, ee.option_flag()
         if which == "weights":
-            return o.weights or os.environ.get(ENV_WEIGHTS) or None, ("--opt weights", ENV_WEIGHTS)
-        return o.pca_params or os.environ.get(ENV_PCA) or None, ("--opt pca_params", ENV_PCA)
+            return o.weights or os.environ.get(ENV_WEIGHTS) or None, (f"{flag} weights", ENV_WEIGHTS)
+        return o.pca_params or os.environ.get(ENV_PCA) or None, (f"{flag} pca_params", ENV_PCA)
 
     def weights_source(self) -> str:
         o = self.options
@@ -117,7 +117,7 @@ class Vggish(ee.Encoder):
             parts.append(f"{path} ({'found' if path.is_file() else 'MISSING' if local else 'not cached'})")
         return (
             "torchvggish release files: " + ", ".join(parts) + f"; offline: {ENV_WEIGHTS}=FILE and "
-            f"{ENV_PCA}=FILE (or --opt weights=, pca_params=), or `ee weights fetch vggish`"
+            f"{ENV_PCA}=FILE (or {ee.option_flag()} weights=, pca_params=), or `ee weights fetch vggish`"
         )
 
     def _resolve(self, wf: ee.WeightFile, which: str) -> tuple[str, str]:
@@ -140,10 +140,11 @@ class Vggish(ee.Encoder):
         raise ee.UserError(self._no_file(wf, opt, env, "github.com is unreachable"))
 
     def _no_file(self, wf: ee.WeightFile, opt: str, env: str, why: str) -> str:
+        flag = ee.option_flag()
         return (
             f"no {wf.name} for encoder 'vggish': not at {wf.path} and {why}. Give a local copy with "
             f"{opt}=FILE or {env}=FILE; or run `ee weights fetch vggish` on a machine with internet and copy "
-            f"{wf.path.parent} here (or --opt cache_dir=DIR); or --opt random_init=true (tests only)"
+            f"{wf.path.parent} here (or {flag} cache_dir=DIR); or {flag} random_init=true (tests only)"
         )
 
     # ---- loading ----------------------------------------------------------------------------------

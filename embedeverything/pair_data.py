@@ -1,0 +1,91 @@
+"""What ``ee pair`` reads from ``--data``: which kind of data it is, what its ingest depends on, and the
+ingest itself with ``ee pair``'s own flag names in every hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+TABLE_COLUMNS = ("a", "b", "label", "split", "id")
+#: ``ee pair``'s names of the table column options (its ``--a``/``--b`` are encoders)
+PAIR_TABLE_FLAGS = {role: f"--{role}-col" for role in TABLE_COLUMNS}
+VIDEO_EXTS = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"}
+
+
+def detect_kind(data: Path, clips: Path | None) -> str:
+    """videos (a folder holding video files), pairs (a folder of files sharing stems), vggsound or table."""
+    if not data.exists():
+        raise UserError(f"--data {data} does not exist")
+    if data.is_dir():
+        for p in data.rglob("*"):
+            if p.suffix.lower() in VIDEO_EXTS and p.is_file():
+                return "videos"
+        return "pairs"
+    if clips is not None:
+        return "vggsound"
+    if data.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
+        return "table"
+    raise UserError(f"cannot tell what kind of data {data} is; give --kind videos|vggsound|pairs|table")
+
+
+def listing(data: Path, clips: Path | None) -> list[Any]:
+    """What ingestion depends on, cheaply: file names, sizes and times (a grown folder re-ingests)."""
+    roots = [data] + ([clips] if clips is not None else [])
+    out: list[Any] = []
+    for root in roots:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for p in files:
+            if p.name.startswith("manifest") or ".zarr" in p.parts[-2:]:
+                continue
+            st = p.stat()
+            out.append((str(p), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def ingest_data(run: Any, kind: str, manifest: Path) -> Any:
+    from . import ingest as ing
+
+    opts = ing.IngestOptions()
+    io = dict(run.ingest_options)
+    given = [PAIR_TABLE_FLAGS[r] for r in TABLE_COLUMNS if io.get(f"{r}_col") is not None]
+    if given and kind != "table":
+        raise UserError(f"{', '.join(given)}: only a table has columns, and {run.data} is {kind} data")
+    if kind == "videos":
+        plan = ing.FramePlan(
+            **{k: v for k, v in io.items() if k in ("frames", "every", "window") and v is not None}
+        )
+        return ing.ingest_videos(run.data, manifest, plan, opts)
+    if kind == "vggsound":
+        if run.clips is None:
+            raise UserError("VGG-Sound data needs --clips DIR (the folder of downloaded clips)")
+        plan = ing.FramePlan(
+            **{k: v for k, v in io.items() if k in ("frames", "every", "window") and v is not None}
+        )
+        kw = {"pattern": io["pattern"]} if io.get("pattern") else {}
+        return ing.ingest_vggsound(run.data, run.clips, manifest, plan=plan, opts=opts, **kw)
+    if kind == "pairs":
+        return ing.ingest_pairs(run.data, manifest, opts)
+    if kind == "table":
+        cols = {role: io.get(f"{role}_col") for role in TABLE_COLUMNS}
+        return ing.ingest_table(run.data, manifest, opts=opts, flags=PAIR_TABLE_FLAGS, **cols)
+    raise UserError(f"unknown --kind {kind!r}; expected videos, vggsound, pairs or table")
+
+
+def labels_from_folders(run: Any, kind: str) -> tuple[bool, str | None]:
+    """Whether pairs are labelled by their folder, and the line that says so (None: nothing to say)."""
+    if run.labels_from_folders is False:
+        return False, None
+    if run.labels_from_folders:
+        return True, "labels: the name of each file's folder (--labels-from-folders)"
+    from .ingest.videos import class_folders
+
+    names = class_folders(run.data) if kind == "videos" else None
+    if names is None:
+        return False, None
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return True, (
+        f"labels: every video is in a class folder, so the folder names are the labels ({len(names)} classes: "
+        f"{shown}); --no-labels-from-folders leaves them out"
+    )
