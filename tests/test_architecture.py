@@ -28,7 +28,7 @@ LAYERS = {
     "embedeverything.train": 1,
     "embedeverything.evaluate": 1,
     "embedeverything.demo": 1,
-    "embedeverything.pair": 2,
+    "embedeverything.pairing": 2,
     "embedeverything.pair_data": 2,
     "embedeverything.cli": 3,
     "embedeverything.__main__": 3,

@@ -228,7 +228,7 @@ def test_small_splits_are_said_and_class_level_figures_shown(videos, tmp_path):
 
 def test_random_weights_are_said_beside_the_figures(tmp_path):
     from embedeverything.cli.pair import _summary_lines
-    from embedeverything.pair import PairSummary
+    from embedeverything.pairing import PairSummary
 
     def method(name, kind, r1, class_r1):
         x = {

@@ -204,7 +204,7 @@ def pair_cmd(
     force: Annotated[bool, typer.Option(help="Redo every stage, even those already done.")] = False,
 ) -> int:
     """Ingest -> embed a -> embed b -> train -> eval -> export; each stage skipped when already done."""
-    from ..pair import PairRun
+    from ..pairing import PairRun
 
     train_options: dict[str, Any] = parse_options(train_opt)
     for k, v in {
@@ -252,7 +252,7 @@ def pair_cmd(
 
 
 def _run(run: Any) -> int:
-    from ..pair import run_pair
+    from ..pairing import run_pair
 
     display, factory = _progress()
     try:
@@ -284,7 +284,7 @@ def demo_cmd(
     """Make a small audio-visual set of real videos, then run `ee pair --a clip --b vggish` on it."""
     from ..demo import CLASSES, make_demo_videos, pretrained_available
     from ..errors import UserError
-    from ..pair import PairRun
+    from ..pairing import PairRun
 
     if not 1 <= classes <= len(CLASSES):
         raise UserError(f"--classes must be between 1 and {len(CLASSES)}, not {classes}")
