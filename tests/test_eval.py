@@ -35,7 +35,9 @@ def planted(n: int, da: int = 16, db: int = 16, noise: float = 0.05, seed: int =
     return A, B.astype(np.float32), labels
 
 
-def write_store(path: Path, A: np.ndarray, B: np.ndarray, labels=None, failed_b=(), space_a=None) -> str:
+def write_store(
+    path: Path, A: np.ndarray, B: np.ndarray, labels=None, failed_b=(), space_a=None, weights_b="sha256:00"
+) -> str:
     n = A.shape[0]
     store = Store.open(str(path), create=True)
     store.sync_rows(
@@ -73,7 +75,7 @@ def write_store(path: Path, A: np.ndarray, B: np.ndarray, labels=None, failed_b=
                 plugin="tests",
                 plugin_version="1",
                 model_id=f"test/{side}",
-                weights="sha256:00",
+                weights=weights_b if side == "b" else "sha256:00",
                 shared_space=space_a if side == "a" else None,
             )
         )
@@ -232,10 +234,22 @@ def test_diagnostics_on_known_cases():
     assert retrieval_metrics(fixed)["a2b_r1"] > retrieval_metrics(sim)["a2b_r1"]
 
 
+def front_matter(card: str) -> dict:
+    """The YAML between the ``---`` lines that open a model card, as the Hugging Face Hub reads it."""
+    import yaml
+
+    assert card.startswith("---\n"), card[:80]
+    head, sep, _ = card[4:].partition("\n---\n")
+    assert sep, "the front matter is not closed"
+    return yaml.safe_load(head)
+
+
 def test_ee_eval_writes_json_and_model_card(mlp_run, tmp_path, capsys):
     root, _, res = mlp_run
     out = tmp_path / "report.json"
-    assert ee_main("eval", str(res.adapter_path), "--json-out", str(out)) == 0
+    awkward = 'other: "mine" – née # not a comment'
+    meta = ["--license", awkward, "--dataset", "someone/pairs", "--dataset", "x: y"]
+    assert ee_main("eval", str(res.adapter_path), "--json-out", str(out), *meta) == 0
     printed = capsys.readouterr().out
     assert "ridge a->b" in printed and "R@1 a→b" in printed and "modality_gap" in printed
     report = json.loads(out.read_text())
@@ -243,24 +257,52 @@ def test_ee_eval_writes_json_and_model_card(mlp_run, tmp_path, capsys):
     card = (root / "run" / "README.md").read_text()
     assert "## Retrieval on the test rows" in card and "| procrustes |" in card and "enca" in card
     assert "Prefer the" not in card  # the MLP heads beat every baseline on this relation
+    meta = front_matter(card)
+    assert meta["library_name"] == "embedeverything" and meta["license"] == awkward
+    assert meta["tags"] == ["embedeverything", "text", "contrastive", "adapter"]  # both sides are text here
+    assert meta["base_model"] == ["test/a", "test/b"] and meta["datasets"] == ["someone/pairs", "x: y"]
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"] == {"type": "someone/pairs", "name": "someone/pairs", "split": "test"}
+    ours = report["methods"][0]["metrics"]
+    shown = {m["type"]: m["value"] for m in result["metrics"]}
+    assert {"a2b_r1", "b2a_r1", "a2b_r10", "b2a_r10", "a2b_map"} <= set(shown)
+    assert all(v == round(ours[k], 4) for k, v in shown.items())
+    assert "## Intended use" in card and "## Limitations\n\n- Trained on " in card
+    assert "RANDOM" not in card
+    # without --license and --dataset, neither is in the metadata: nothing in a run says them
+    assert ee_main("eval", str(res.adapter_path), "--no-baselines") == 0
+    meta = front_matter((root / "run" / "README.md").read_text())
+    assert "license" not in meta and "datasets" not in meta
+    assert meta["model-index"][0]["results"][0]["dataset"]["type"] == "custom"
+    capsys.readouterr()
+    assert ee_main("eval", str(res.adapter_path), "--license", "a\nb") == 2
+    assert "--license: give an id of one line" in capsys.readouterr().err
 
 
-def test_model_card_says_when_a_baseline_won(tmp_path):
-    """A linear relation and heads that barely trained: ridge wins on the test rows, and the card says so."""
+def test_model_card_says_when_a_baseline_won_and_when_weights_were_random(tmp_path):
+    """A linear relation and heads that barely trained: ridge wins on the test rows, and the card says so;
+    side b's encoder ran with random weights, which the card's limitations say and its base_model leaves
+    out."""
     from embedeverything.evaluate import evaluate, write_model_card
 
     A, B, labels = planted(300, kind="linear")
-    store = write_store(tmp_path / "s.zarr", A, B, labels)
+    store = write_store(tmp_path / "s.zarr", A, B, labels, weights_b="random-init")
     cfg = make_config(epochs=1, lr=1e-6, anchors="off", refit=False, **FAST)
     res = train(store, None, None, tmp_path / "run", cfg)
-    rep = evaluate(res.adapter_path)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        rep = evaluate(res.adapter_path)
     mean = {
         m.name: (m.metrics["a2b_r1"] + m.metrics["b2a_r1"]) / 2 for m in rep.methods if m.kind != "correction"
     }
     best = max((n for n in mean if n != "adapter"), key=mean.get)
     assert mean[best] > mean["adapter"] + 0.2, mean
-    card = write_model_card(res.adapter_path, rep).read_text()
+    with pytest.warns(UserWarning, match="RANDOM"):
+        card = write_model_card(res.adapter_path, rep).read_text()
     assert f"**Prefer the `{best}` baseline for this data**" in card
+    limitations = card.split("## Limitations", 1)[1].split("\n## ", 1)[0]
+    assert f"The `{best}` baseline did at least as well" in limitations
+    assert "RANDOMLY initialised encoder weights (encb)" in limitations and card.count("RANDOMLY") == 1
+    assert front_matter(card)["base_model"] == ["test/a"]
 
 
 def test_export_parquet_and_npy(mlp_run, tmp_path):

@@ -13,6 +13,16 @@ import typer
 from .app import app
 from .output import JsonFlag, JsonOut, Output
 
+#: the model card's Hugging Face metadata that no run can know (ee eval, ee pair)
+LicenseOption = Annotated[
+    str | None,
+    typer.Option(help="License id for the model card's Hugging Face metadata (apache-2.0, mit, other...)."),
+]
+DatasetOption = Annotated[
+    list[str] | None,
+    typer.Option(help="Hugging Face dataset id of the data, for the model card's metadata (repeat)."),
+]
+
 
 def _console(file: Any = None) -> Any:
     from rich.console import Console
@@ -93,6 +103,8 @@ def eval_cmd(
             help="Also label the test rows with their class names through the text encoder (loads it).",
         ),
     ] = False,
+    license: LicenseOption = None,
+    dataset: DatasetOption = None,
 ) -> int:
     """Retrieval on the test rows (R@1/5/10, median rank, mAP), baselines and diagnostics in one table."""
     from ..errors import UserError
@@ -100,6 +112,10 @@ def eval_cmd(
     if max_test_rows < 2:
         raise UserError(f"--max-test-rows must be >= 2, not {max_test_rows}")
     _adapter_file(adapter)
+    from ..evaluate.card_meta import metadata_ids
+
+    meta = {"license": (metadata_ids("license", license, most=1) or (None,))[0]}
+    meta["datasets"] = metadata_ids("dataset", dataset)
     from ..evaluate import evaluate, open_eval_data, write_model_card
 
     data = open_eval_data(adapter, store)
@@ -130,7 +146,7 @@ def eval_cmd(
         con.print(f"report: {out.json_out}")
     if card:
         figures = sorted((adapter.parent / "figures").glob("*.png"))
-        con.print(f"model card: {write_model_card(data, report, figures, report.zeroshot)}")
+        con.print(f"model card: {write_model_card(data, report, figures, report.zeroshot, **meta)}")
     return 0
 
 

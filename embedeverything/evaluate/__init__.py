@@ -20,6 +20,7 @@ _EXPORTS = {
     "MethodResult": ".report",
     "make_figures": ".figures",
     "write_model_card": ".card",
+    "card_metadata": ".card_meta",
     "export_embeddings": ".export",
     "zeroshot_files": ".zeroshot",
     "zeroshot_manifest": ".zeroshot",

@@ -1,6 +1,10 @@
-"""The model card: a README.md next to the adapter, saying what it is, what it was trained on, how well it
-does against the baselines, and what its space looks like. Everything in it comes from the adapter's own
-config and an :class:`EvalReport`, so it can be regenerated at any time.
+"""The model card: a README.md next to the adapter, saying what it is, what it is for and not, what it was
+trained on, how well it does against the baselines, and what its space looks like. Everything in it comes
+from the adapter's own config, an :class:`EvalReport` and what the user states (a license, dataset ids), so
+it can be regenerated at any time.
+
+It opens with the metadata the Hugging Face Hub reads (YAML between ``---`` lines; see
+:func:`~.card_meta.card_metadata`), so that the folder can be pushed to the Hub as it is.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ from typing import Any
 
 from ..adapter import AdapterConfig, load_adapter
 from ..files import write_text_atomic
+from .card_meta import card_metadata, front_matter
 from .data import EvalData
 from .report import EvalReport, MethodResult
 
 CARD_FILE = "README.md"
+#: Raised when what the card says changes, so that ``ee pair`` writes the card of a kept run again.
+CARD_VERSION = 2
 SETTINGS_SHOWN = (
     "preset",
     "loss",
@@ -44,17 +51,24 @@ def write_model_card(
     report: EvalReport | None = None,
     figures: Sequence[str | os.PathLike[str]] = (),
     zeroshot: dict[str, Any] | None = None,
+    *,
+    license: str | None = None,
+    datasets: Sequence[str] = (),
 ) -> Path:
     """Write ``README.md`` beside the adapter (replacing it); returns its path.
 
-    ``adapter_path`` may be an open :class:`EvalData`, whose adapter is then used as loaded.
+    ``adapter_path`` may be an open :class:`EvalData`, whose adapter is then used as loaded. ``license``
+    (a Hub license id such as ``apache-2.0``) and ``datasets`` (Hub dataset ids) go into the metadata only
+    when given: nothing in a run says under which terms its data and adapter may be shared.
     """
     if isinstance(adapter_path, EvalData):
         path, c = adapter_path.adapter_path, adapter_path.adapter.config
     else:
         path = Path(adapter_path)
         c = load_adapter(path).config
-    lines = _intro(path, c) + _encoders(c) + _data_and_training(c)
+    meta = card_metadata(c, report, license=license, datasets=datasets)
+    lines = front_matter(meta) + _intro(path, c) + _intended_use(c) + _limitations(c, report)
+    lines += _encoders(c) + _data_and_training(c)
     if report is not None:
         lines += _retrieval(report)
     if zeroshot:
@@ -82,6 +96,50 @@ def _intro(path: Path, c: AdapterConfig) -> list[str]:
         f"z_b = ad.b(emb_b)  # [n, {c.b.identity.dim}] {c.b.identity.name} embeddings -> [n, {c.shared_dim}]",
         "```",
     ]
+
+
+def _intended_use(c: AdapterConfig) -> list[str]:
+    a, b = c.a.identity, c.b.identity
+    return [
+        "",
+        "## Intended use",
+        "",
+        f"Retrieval and similarity between {a.modality} and {b.modality}: given a query of one, find the items "
+        "of the other that go with it, or score how well two items go together, by the cosine of their "
+        f"projections. Embed each side with the encoder and options named under Encoders ({a.name}, "
+        f"{b.name}): `embedeverything.pipeline` loads them from this file and checks them. It is meant for data "
+        "like the pairs it was trained on; on another kind of data, measure it first (`ee eval` on a store of "
+        "such pairs).",
+    ]
+
+
+def _limitations(c: AdapterConfig, report: EvalReport | None) -> list[str]:
+    t = c.training
+    lines = [
+        "",
+        "## Limitations",
+        "",
+        f"- Trained on {t.rows} pairs: it knows what those pairs show and little else.",
+        "- It inherits the biases and blind spots of both frozen encoders and of its training pairs; nothing "
+        "here measures them.",
+    ]
+    if report is None:
+        lines.append("- No test figures in this card: `ee eval` on the adapter measures it.")
+    else:
+        lines.append(
+            f"- Every figure below comes from {report.test_rows_used} test rows split from the same data as the "
+            "training rows, not from an independent benchmark: expect less on data unlike it."
+        )
+        best = _winning_baseline(report)
+        if best is not None:
+            lines.append(f"- The `{best.name}` baseline did at least as well on those rows: prefer it here.")
+    random = [i.name for i in (c.a.identity, c.b.identity) if i.weights == "random-init"]
+    if random:
+        lines.append(
+            f"- **Warning: trained on embeddings of RANDOMLY initialised encoder weights ({', '.join(random)}); "
+            "a demo only, whose figures mean nothing.**"
+        )
+    return lines
 
 
 def _encoders(c: AdapterConfig) -> list[str]:
@@ -112,11 +170,6 @@ def _encoders(c: AdapterConfig) -> list[str]:
         lines.append(
             f"| {s} | {i.name} | {i.modality} | {i.dim} | {i.model_id} | `{weights}` | {i.plugin} {i.plugin_version} | {head} |"
         )
-    if "random-init" in (c.a.identity.weights, c.b.identity.weights):
-        lines += [
-            "",
-            "**Warning: trained on embeddings of RANDOMLY initialised encoder weights; a demo only.**",
-        ]
     return lines
 
 
@@ -189,21 +242,26 @@ def _retrieval(report: EvalReport) -> list[str]:
     return lines + _baseline_won(report) + [f"- note: {n}" for n in report.notes]
 
 
+def _mean_r1(m: MethodResult) -> float:
+    return (m.metrics["a2b_r1"] + m.metrics["b2a_r1"]) / 2
+
+
+def _winning_baseline(report: EvalReport) -> MethodResult | None:
+    """The best training-free baseline when it did at least as well as the adapter on the test rows."""
+    best = max((m for m in report.methods if m.kind == "baseline"), key=_mean_r1, default=None)
+    return None if best is None or _mean_r1(best) < _mean_r1(report.methods[0]) else best
+
+
 def _baseline_won(report: EvalReport) -> list[str]:
     """The advice a user needs when a training-free baseline did at least as well as the adapter here."""
-
-    def mean_r1(m: MethodResult) -> float:
-        return (m.metrics["a2b_r1"] + m.metrics["b2a_r1"]) / 2
-
-    adapter = report.methods[0]
-    best = max((m for m in report.methods if m.kind == "baseline"), key=mean_r1, default=None)
-    if best is None or mean_r1(best) < mean_r1(adapter):
+    best = _winning_baseline(report)
+    if best is None:
         return []
     return [
         "",
         f"**Prefer the `{best.name}` baseline for this data**: on these test rows it did at least as well as "
-        f"the adapter (mean R@1 both ways {mean_r1(best):.4f} against {mean_r1(adapter):.4f}); see when a "
-        "baseline is the better choice in embedeverything's docs/evaluation.md.",
+        f"the adapter (mean R@1 both ways {_mean_r1(best):.4f} against {_mean_r1(report.methods[0]):.4f}); "
+        "see when a baseline is the better choice in embedeverything's docs/evaluation.md.",
     ]
 
 

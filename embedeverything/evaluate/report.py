@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -72,6 +72,21 @@ class EvalReport:
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalReport:
+        """The report that :meth:`to_dict` wrote (``metrics.json``), so that the model card can be written
+        again without evaluating again; JSON's nulls are NaN again."""
+        methods = [
+            MethodResult(**{**m, "metrics": {k: _nan(v) for k, v in m["metrics"].items()}})
+            for m in d["methods"]
+        ]
+        diagnostics = {k: _nan(v) for k, v in d["diagnostics"].items()}
+        known = {f.name for f in fields(cls)}
+        given = {k: v for k, v in d.items() if k in known}
+        return cls(
+            **{**given, "methods": methods, "diagnostics": diagnostics, "chance_r1": _nan(d["chance_r1"])}
+        )
 
     def columns(self) -> list[tuple[str, str]]:
         cols = [
@@ -143,6 +158,10 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_finite(v) for v in obj]
     return obj
+
+
+def _nan(v: float | None) -> float:
+    return math.nan if v is None else v
 
 
 def _subsample(rows: np.ndarray, k: int, seed: int) -> np.ndarray:
