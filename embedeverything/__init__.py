@@ -12,7 +12,7 @@ examples), so these names are what stays stable for plugins:
 - hints that name the flag giving options to an encoder in the command at work: :func:`option_flag`;
 - where torch runs: :func:`choose_device`, :func:`pin_threads`;
 - downstream users: :func:`load_adapter`, :func:`pipeline`, :class:`Pipeline`, :func:`get_encoder`,
-  :class:`Store`.
+  :class:`Store`; the whole method as ``ee pair`` runs it: :func:`pair` -> :class:`PairResult`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ _EXPORTS = {
     "load_adapter": ".adapter",
     "pipeline": ".inference",
     "Pipeline": ".inference",
+    "pair": ".pair_api",
+    "PairResult": ".pair_api",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .train import TrainConfig
 
 STATE_FILE = "pair.json"
+#: the stages in the order they run; ``PairSummary.skipped`` names those that were up to date
+STAGES = ("ingest", "embed a", "embed b", "train", "eval")
 #: Fewer pairs cannot be split into train, validation and test parts worth training on.
 MIN_PAIRS = 10
 #: built-in losses that never read the labels: with another loss (``clip-label``, or a plugin's, which may),
@@ -58,6 +60,9 @@ class PairRun:
     labels_from_folders: bool | None = None
     figures: bool = True
     force: bool = False
+    # the model card's metadata for the Hugging Face Hub: a license id and dataset ids, only as given
+    license: str | None = None
+    datasets: tuple[str, ...] = ()
 
 
 @dataclass
@@ -71,7 +76,7 @@ class PairSummary:
     rows_used: int = 0
     ingest_failures: int = 0
     embed_failures: dict[str, int] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # of STAGES, those found up to date
     metrics: dict[str, Any] = field(default_factory=dict)
     figures: list[Path] = field(default_factory=list)
     card: Path | None = None
@@ -243,6 +248,8 @@ def _embed_stage(st: _Stages) -> dict[str, str]:
             )
         keys[side] = rep.key
         summary.embed_failures[side] = rep.failed
+        if not rep.chunks_run:
+            summary.skipped.append(f"embed {side}")
         st.log(
             f"embed {side} ({name}): {rep.done} done, {rep.failed} failed"
             + ("" if rep.chunks_run else " (up to date)")
@@ -311,19 +318,19 @@ def _random(identity: Any) -> bool:
 
 def _eval_stage(st: _Stages) -> None:
     """Eval, figures, model card and export, all from one load of the adapter and one opening of the
-    store; kept while the adapter and the rows' labels are those they were made from."""
+    store; kept while the adapter and the rows' labels are those they were made from. The card alone is
+    written again when only its metadata (license, datasets) or its layout changed."""
     from . import evaluate as ev
+    from .evaluate.card import CARD_VERSION
     from .files import file_digest
 
     run, summary = st.run, st.summary
     assert summary.adapter is not None
-    adapter_hash = file_digest(summary.adapter)[:16]
     metrics_path = run.out / "metrics.json"
-    made = {"adapter": adapter_hash, "labels": st.labels}
-    if st.state.get("eval") == made and metrics_path.exists():
-        summary.skipped.append("eval")
-        summary.metrics = json.loads(metrics_path.read_text())
-        st.log("eval: up to date")
+    made = {"adapter": file_digest(summary.adapter)[:16], "labels": st.labels}
+    card_meta = {"license": run.license, "datasets": list(run.datasets)}
+    card_made = {"version": CARD_VERSION, **card_meta}
+    if st.state.get("eval") == made and metrics_path.exists() and _kept_eval(st, card_meta, card_made):
         return
     data = ev.open_eval_data(summary.adapter, summary.store)
     report = ev.evaluate(data)
@@ -331,6 +338,43 @@ def _eval_stage(st: _Stages) -> None:
     write_text_atomic(metrics_path, json.dumps(summary.metrics, indent=2))
     if run.figures:
         summary.figures = ev.make_figures(data, run.out / "figures")
-    summary.card = ev.write_model_card(data, report, summary.figures)
+    summary.card = ev.write_model_card(data, report, summary.figures, **card_meta)
     summary.export = ev.export_embeddings(None, data, run.out / "export")
     st.record("eval", made)
+    st.record("card", card_made)
+
+
+def _kept_eval(st: _Stages, card_meta: dict[str, Any], card_made: dict[str, Any]) -> bool:
+    """An earlier run's eval outputs, kept; the card is written again from ``metrics.json`` when only its
+    metadata or layout changed. False when that report cannot be read back: then all is made again."""
+    from . import evaluate as ev
+
+    summary, adapter = st.summary, st.summary.adapter
+    assert adapter is not None
+    metrics = json.loads((st.run.out / "metrics.json").read_text())
+    _found_outputs(st)
+    rewrite = st.state.get("card") != card_made or summary.card is None
+    if rewrite:
+        try:
+            report = ev.EvalReport.from_dict(metrics)
+        except (KeyError, TypeError, ValueError):
+            return False
+        summary.card = ev.write_model_card(adapter, report, summary.figures, **card_meta)
+        st.record("card", card_made)
+    summary.metrics = metrics
+    summary.skipped.append("eval")
+    st.log("eval: up to date" + (f"; model card written again ({summary.card})" if rewrite else ""))
+    return True
+
+
+def _found_outputs(st: _Stages) -> None:
+    """What an earlier run's eval stage left: the figures, the model card and the export."""
+    from .evaluate.card import CARD_FILE
+
+    out, summary = st.run.out, st.summary
+    assert summary.adapter is not None
+    summary.figures = sorted((out / "figures").glob("*.png"))
+    card = summary.adapter.parent / CARD_FILE
+    summary.card = card if card.is_file() else None
+    export = out / "export" / "embeddings.parquet"
+    summary.export = export if export.is_file() else None

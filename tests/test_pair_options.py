@@ -96,3 +96,69 @@ def test_class_folders_label_by_default_and_a_change_of_labels_reruns_what_shows
     assert ee_main(*base, "--loss", "clip-label") == 0
     err = capsys.readouterr().err
     assert "train: up to date" not in err and "train: 2 epochs" in err, err
+
+
+def test_pair_from_python_is_ee_pair_and_returns_what_it_made(tmp_path):
+    """``embedeverything.pair`` runs what ``ee pair`` runs and hands back the adapter, the paths and the
+    test figures that metrics.json holds; a second call finds every stage done; mistakes raise."""
+    import dataclasses
+    import json
+
+    import yaml
+
+    import embedeverything as ee
+    from embedeverything.pairing import STAGES
+
+    table = _sound_table(tmp_path)
+    out = tmp_path / "out"
+    cols = {"a_col": "words", "b_col": "sound", "label_col": "cls"}
+    fast = {"epochs": 2, "figures": False, "threads": 1}
+    lines: list[str] = []
+    r = ee.pair("test-text", "test-audio", table, out, **cols, **fast, license="mit", log=lines.append)
+    assert isinstance(r, ee.PairResult) and r.exit_code == 0
+    assert (r.stages_run, r.stages_skipped) == (STAGES, ())
+    assert any(line.startswith("train: 2 epochs") for line in lines), lines
+    ad = ee.load_adapter(r.adapter)
+    assert (ad.config.a.identity.name, ad.config.b.identity.name) == ("test-text", "test-audio")
+    assert r.adapter == out / "train" / "adapter.safetensors" and r.export.is_file() and r.figures == ()
+    report = json.loads(r.metrics_file.read_text())
+    assert r.metrics == report and r.test_rows == report["test_rows_used"] and r.rows_used == 12
+    methods = {m["name"]: m["metrics"] for m in report["methods"]}
+    baselines = [m for m in report["methods"] if m["kind"] == "baseline"]
+    best = max(baselines, key=lambda m: m["metrics"]["r1"])["name"] if baselines else None
+    assert (r.best_baseline.name if r.best_baseline else None) == best
+    for scores in filter(None, (r.adapter_scores, r.best_baseline)):
+        for k in ("a2b_r1", "b2a_r1", "a2b_r10", "b2a_r10"):
+            assert getattr(scores, k) == methods[scores.name][k]
+    card = r.card.read_text()
+    assert r.card == out / "train" / "README.md" and yaml.safe_load(card.split("---")[1])["license"] == "mit"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.adapter = tmp_path  # type: ignore[misc]
+
+    again = ee.pair("test-text", "test-audio", table, out, **cols, **fast, license="mit", log=lines.append)
+    assert (again.stages_run, again.stages_skipped) == ((), STAGES)
+    assert (again.adapter, again.adapter_scores, again.card) == (r.adapter, r.adapter_scores, r.card)
+    assert again.card.read_text() == card and again.export == r.export
+    # another license: nothing is measured again, only the card is written again
+    lines.clear()
+    other = ee.pair("test-text", "test-audio", table, out, **cols, **fast, license="other", log=lines.append)
+    assert other.stages_skipped == STAGES and "model card written again" in lines[-1], lines
+    assert yaml.safe_load(other.card.read_text().split("---")[1])["license"] == "other"
+    assert other.card.read_text().split("---", 2)[2] == card.split("---", 2)[2]
+
+    with pytest.raises(TypeError, match="'epoch'.*did you mean 'epochs'"):
+        ee.pair("test-text", "test-audio", table, tmp_path / "bad", epoch=2)
+    with pytest.raises(ee.UserError, match="unknown encoder|no-such"):
+        ee.pair("no-such", "test-audio", table, tmp_path / "bad")
+    with pytest.raises(ee.UserError, match="lr"):
+        ee.pair("test-text", "test-audio", table, tmp_path / "bad", **cols, lr=-1)
+    with pytest.raises(ee.UserError, match="a_opt takes a dict"):
+        ee.pair("test-text", "test-audio", table, tmp_path / "bad", a_opt=["dim=4"])
+    assert not (tmp_path / "bad").exists()  # refused before any work
+
+
+def test_pair_is_the_function_even_once_the_stages_are_imported():
+    import embedeverything
+    import embedeverything.pairing  # noqa: F401
+
+    assert callable(embedeverything.pair) and embedeverything.pair.__module__ == "embedeverything.pair_api"

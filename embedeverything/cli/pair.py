@@ -10,6 +10,7 @@ import typer
 
 from .app import app
 from .embed import embed_callbacks, parse_options, stage_display
+from .evaluate import DatasetOption, LicenseOption
 from .train import AnchorsOption, RefitOption, exit_interrupted, resume_note
 
 Opt = Annotated[list[str] | None, typer.Option(help="Option key=value (repeat).")]
@@ -79,18 +80,18 @@ def _fmt(
     )
 
 
-def _meaning(summary: Any, metrics: dict[str, Any], ours: dict[str, Any], best: dict[str, Any] | None) -> str:
+def _meaning(result: Any, metrics: dict[str, Any], ours: dict[str, Any], best: dict[str, Any] | None) -> str:
     """One sentence on what the figures above mean for this run."""
     n, k = metrics.get("test_rows_used", 0), metrics.get("classes", 0)
     chance = metrics.get("chance_r1", float("nan"))
-    if summary.random_weights:
+    if result.random_weights:
         classes = (
             f"; class-level figures above chance ({1 / k:.2f}) are what random features still carry"
             if k
             else ""
         )
         return (
-            f"meaning: {' and '.join(summary.random_weights)} ran with RANDOM weights, so pair-level R@1 near "
+            f"meaning: {' and '.join(result.random_weights)} ran with RANDOM weights, so pair-level R@1 near "
             f"chance ({chance:.3f}) is expected{classes}; pretrained weights give figures worth reading "
             "(README: offline)"
         )
@@ -105,22 +106,20 @@ def _meaning(summary: Any, metrics: dict[str, Any], ours: dict[str, Any], best: 
     )
 
 
-def _summary_lines(summary: Any) -> list[str]:
+def _summary_lines(result: Any) -> list[str]:
     """The last lines: rows used, failures, R@1/R@10 both ways beside the best baseline (or why there is
     none), class-level figures where labels exist, what they mean for this run, the adapter."""
     from ..ingest import failures_path_for
+    from ..pair_api import headline
 
-    fails = ", ".join(f"{n} on side {s}" for s, n in summary.embed_failures.items())
-    lines = [f"rows used: {summary.rows_used}; failed: {summary.ingest_failures} at ingest, {fails}"]
-    if summary.ingest_failures:
-        lines.append(f"ingest failures, with reasons: {failures_path_for(summary.manifest)}")
-    if any(summary.embed_failures.values()):
-        lines.append(f"embedding failures, with reasons: ee store failures {summary.store}")
-    metrics = summary.metrics or {}
-    methods = metrics.get("methods") or []
-    ours = next((m for m in methods if m.get("kind") == "adapter"), None)
-    baselines = [m for m in methods if m.get("kind") == "baseline"]
-    best = max(baselines, key=lambda m: m["metrics"].get("r1", -1.0)) if baselines else None
+    fails = ", ".join(f"{n} on side {s}" for s, n in result.embed_failures.items())
+    lines = [f"rows used: {result.rows_used}; failed: {result.ingest_failures} at ingest, {fails}"]
+    if result.ingest_failures:
+        lines.append(f"ingest failures, with reasons: {failures_path_for(result.manifest)}")
+    if any(result.embed_failures.values()):
+        lines.append(f"embedding failures, with reasons: ee store failures {result.store}")
+    metrics = result.metrics or {}
+    ours, best = headline(metrics)
     if ours is not None:
         lines.append(f"test ({metrics.get('test_rows_used', '?')} rows): adapter {_fmt(ours)}")
         if best is not None:
@@ -135,10 +134,10 @@ def _summary_lines(summary: Any) -> list[str]:
             if best is not None and "a2b_class_r1" in best["metrics"]:
                 line += f"; {best['name']} {_fmt(best, cls, ('R@1', 'mAP'))}"
             lines.append(line)
-        lines.append(_meaning(summary, metrics, ours, best))
-    if summary.card is not None:
-        lines.append(f"model card: {summary.card}")
-    lines.append(f"adapter: {summary.adapter}")
+        lines.append(_meaning(result, metrics, ours, best))
+    if result.card is not None:
+        lines.append(f"model card: {result.card}")
+    lines.append(f"adapter: {result.adapter}")
     return lines
 
 
@@ -202,12 +201,27 @@ def pair_cmd(
     threads: Annotated[int | None, typer.Option(help="Torch threads for embedding.")] = None,
     figures: Annotated[bool, typer.Option(help="Draw the UMAP figures.")] = True,
     force: Annotated[bool, typer.Option(help="Redo every stage, even those already done.")] = False,
+    license: LicenseOption = None,
+    dataset: DatasetOption = None,
 ) -> int:
     """Ingest -> embed a -> embed b -> train -> eval -> export; each stage skipped when already done."""
-    from ..pairing import PairRun
-
-    train_options: dict[str, Any] = parse_options(train_opt)
-    for k, v in {
+    options = {
+        "kind": kind,
+        "clips": clips,
+        "a_opt": parse_options(a_opt),
+        "b_opt": parse_options(b_opt),
+        "train_opt": parse_options(train_opt),
+        "frames": frames,
+        "every": every,
+        "window": window,
+        "pattern": pattern,
+        "a_col": a_col,
+        "b_col": b_col,
+        "label_col": label_col,
+        "split_col": split_col,
+        "id_col": id_col,
+        "labels_from_folders": labels_from_folders,
+        "preset": preset,
         "epochs": epochs,
         "loss": loss,
         "lr": lr,
@@ -217,46 +231,25 @@ def pair_cmd(
         "seed": seed,
         "refit": refit,
         "anchors": anchors,
-    }.items():
-        if v is not None:
-            train_options[k] = v
-    ingest_options: dict[str, Any] = {"frames": frames, "every": every, "window": window, "pattern": pattern}
-    columns = {
-        "a_col": a_col,
-        "b_col": b_col,
-        "label_col": label_col,
-        "split_col": split_col,
-        "id_col": id_col,
+        "workers": workers,
+        "scheduler": scheduler,
+        "threads": threads,
+        "figures": figures,
+        "force": force,
+        "license": license,
+        "dataset": dataset,
     }
-    ingest_options.update({k: v for k, v in columns.items() if v is not None})  # absent: same fingerprint
-    run = PairRun(
-        a=a,
-        b=b,
-        data=data,
-        out=out or data.parent / f"{data.name}.{a}-{b}",
-        kind=kind,
-        clips=clips,
-        a_options=parse_options(a_opt),
-        b_options=parse_options(b_opt),
-        ingest_options=ingest_options,
-        train_options=train_options,
-        preset=preset,
-        workers=workers,
-        scheduler=scheduler,
-        threads=threads,
-        labels_from_folders=labels_from_folders,
-        figures=figures,
-        force=force,
-    )
-    return _run(run)
+    return _run(a, b, data, out, options)
 
 
-def _run(run: Any) -> int:
-    from ..pairing import run_pair
+def _run(a: str, b: str, data: Path, out: Path | None, options: dict[str, Any]) -> int:
+    """`ee pair` through the Python API, with a progress display, the stage lines on stderr and the
+    result's lines on stdout."""
+    from ..pair_api import pair
 
     display, factory = _progress()
     try:
-        summary = run_pair(run, log=lambda s: print(s, file=sys.stderr), progress=factory)
+        result = pair(a, b, data, out, log=lambda s: print(s, file=sys.stderr), progress=factory, **options)
     except KeyboardInterrupt as e:
         if display.live.is_started:
             display.stop()
@@ -264,11 +257,11 @@ def _run(run: Any) -> int:
     finally:
         if display.live.is_started:  # stopping a display never started prints a blank line
             display.stop()
-    for warning in small_data_warnings(summary.metrics or {}):
+    for warning in small_data_warnings(result.metrics or {}):
         print(f"warning: {warning}", file=sys.stderr)
-    for line in _summary_lines(summary):
+    for line in _summary_lines(result):
         print(line)
-    return summary.exit_code
+    return result.exit_code
 
 
 @app.command("demo")
@@ -284,7 +277,6 @@ def demo_cmd(
     """Make a small audio-visual set of real videos, then run `ee pair --a clip --b vggish` on it."""
     from ..demo import CLASSES, make_demo_videos, pretrained_available
     from ..errors import UserError
-    from ..pairing import PairRun
 
     if not 1 <= classes <= len(CLASSES):
         raise UserError(f"--classes must be between 1 and {len(CLASSES)}, not {classes}")
@@ -304,16 +296,12 @@ def demo_cmd(
             )
     if use_random:
         opts = {"clip": {"random_init": True}, "vggish": {"random_init": True}}
-    run = PairRun(
-        a="clip",
-        b="vggish",
-        data=videos,
-        out=out / "result",
-        kind="videos",
-        a_options=opts["clip"],
-        b_options=opts["vggish"],
-        ingest_options={"every": 2.0},
-        labels_from_folders=True,
-        force=force,
-    )
-    return _run(run)
+    options = {
+        "kind": "videos",
+        "a_opt": opts["clip"],
+        "b_opt": opts["vggish"],
+        "every": 2.0,
+        "labels_from_folders": True,
+        "force": force,
+    }
+    return _run("clip", "vggish", videos, out / "result", options)
