@@ -61,6 +61,14 @@ def render() -> str:
         f"{DISK_FULL_EXIT} a write found no space (full disk, quota or file-size limit: one line naming what, "
         "where and the space wanted; nothing half written, and the same command goes on once space is freed); "
         "130 interrupted, finished work kept.\n",
+        "Shell completion: `ee --install-completion` adds tab completion of commands, flags and encoder names "
+        "(`--a`, `--b`, `--encoder`) to the shell you run it from (bash, zsh, fish or PowerShell, found by "
+        "shellingham); `ee --show-completion` prints the script instead, to put where you like. Open a new "
+        "shell after installing.\n",
+        "## `ee`\n",
+        "| parameter | meaning |\n|---|---|",
+        *(_param_row(p) for p in root.params if p.name != "help"),
+        "",
     ]
     for name in sorted(root.commands):
         _command(root.commands[name], f"ee {name}", out, 2)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app
+from .app import app, encoder_names
 from .embed import embed_callbacks, parse_options, stage_display
 from .train import AnchorsOption, RefitOption, exit_interrupted, resume_note
 
@@ -144,8 +144,10 @@ def _summary_lines(summary: Any) -> list[str]:
 
 @app.command("pair")
 def pair_cmd(
-    a: Annotated[str, typer.Option("--a", help="Encoder of side a (see `ee encoders`).")],
-    b: Annotated[str, typer.Option("--b", help="Encoder of side b.")],
+    a: Annotated[
+        str, typer.Option("--a", help="Encoder of side a (see `ee encoders`).", autocompletion=encoder_names)
+    ],
+    b: Annotated[str, typer.Option("--b", help="Encoder of side b.", autocompletion=encoder_names)],
     data: Annotated[Path, typer.Option(help="Videos folder, paired-files folder, table, or VGG-Sound CSV.")],
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: <data>.<a>-<b> beside the data).")

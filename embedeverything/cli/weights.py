@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app
+from .app import app, encoder_names
 from .output import JsonFlag, JsonOut, Output
 
 weights_app = typer.Typer(
@@ -20,7 +20,10 @@ weights_app = typer.Typer(
 app.add_typer(weights_app, name="weights")
 
 EncoderArg = Annotated[
-    str | None, typer.Argument(help="Encoder name (see `ee encoders`); default: every encoder.")
+    str | None,
+    typer.Argument(
+        help="Encoder name (see `ee encoders`); default: every encoder.", autocompletion=encoder_names
+    ),
 ]
 OptOption = Annotated[
     list[str] | None,
