@@ -48,6 +48,13 @@ def _command(cmd, path: str, out: list[str], level: int) -> None:
         out.append("| parameter | meaning |\n|---|---|")
         out.extend(_param_row(p) for p in params)
         out.append("")
+    _examples(cmd, out)
+
+
+def _examples(cmd, out: list[str]) -> None:
+    lines = [line for line in (cmd.epilog or "").splitlines() if line.startswith("ee ")]
+    if lines:
+        out.append("```bash\n" + "\n".join(lines) + "\n```\n")
 
 
 def render() -> str:
@@ -70,6 +77,7 @@ def render() -> str:
         *(_param_row(p) for p in root.params if p.name != "help"),
         "",
     ]
+    _examples(root, out)
     for name in sorted(root.commands):
         _command(root.commands[name], f"ee {name}", out, 2)
     return "\n".join(out).rstrip() + "\n"

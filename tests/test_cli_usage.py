@@ -56,3 +56,43 @@ def test_show_completion_detects_the_shell():
     )
     assert p.returncode == 0, p.stderr
     assert "_EE_COMPLETE=complete_bash" in p.stdout and "complete -o default -F _ee_completion ee" in p.stdout
+
+
+def _commands(cmd, path):
+    """(path, command) for the root and every command under it."""
+    yield path, cmd
+    for name, sub in sorted(getattr(cmd, "commands", {}).items()):
+        yield from _commands(sub, f"{path} {name}")
+
+
+def test_every_command_has_examples_that_parse():
+    """Each example in an epilog is a real command line: it reaches its own command and the parser takes
+    its flags, arguments and values as they stand today."""
+    import shlex
+
+    import typer.main
+
+    from embedeverything.cli import app
+
+    root = typer.main.get_command(app)
+    seen = 0
+    for path, cmd in _commands(root, "ee"):
+        lines = [line for line in (cmd.epilog or "").splitlines() if line.startswith("ee ")]
+        if not hasattr(cmd, "commands"):
+            assert lines, f"`{path} --help` shows no example"
+        for line in lines:
+            assert len(line) <= 78, f"{line!r} wraps in an 80-column terminal"
+            words = shlex.split(line)[1:]
+            target, names = root, ["ee"]
+            while hasattr(target, "commands") and words and words[0] in target.commands:
+                names.append(words[0])
+                target = target.commands[words.pop(0)]
+            assert path == "ee" or " ".join(names) == path, f"{line!r} is shown under {path}"
+            if "--help" in words:
+                continue
+            try:  # an unknown flag, a missing required one or a bad value raises here
+                target.make_context(" ".join(names), words)
+            except Exception as e:
+                raise AssertionError(f"{line!r} does not parse: {e}") from e
+            seen += 1
+    assert seen >= 40

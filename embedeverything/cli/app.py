@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import typer
 
+
+def examples(*lines: str) -> str:
+    """A command's ``--help`` epilog: whole command lines one can paste (a test parses each of them)."""
+    return "Examples:\n" + "\n".join(lines)
+
+
 app = typer.Typer(
     name="ee",
     help="embedeverything: co-embed any two modalities with frozen encoders and small contrastive heads.",
     no_args_is_help=True,
     add_completion=True,
+    epilog=examples("ee pair --a clip --b vggish --data videos/", "ee encoders", "ee pair --help"),
     pretty_exceptions_enable=False,
 )
 

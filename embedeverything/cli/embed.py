@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import UserError
-from .app import app, encoder_names
+from .app import app, encoder_names, examples
 
 if TYPE_CHECKING:
     from ..chunks import EmbedReport
@@ -74,7 +74,13 @@ def default_store(manifest: Path) -> str:
     return str(manifest.parent / "store.zarr")
 
 
-@app.command("embed")
+@app.command(
+    "embed",
+    epilog=examples(
+        "ee embed videos/manifest.jsonl --encoder clip --side a",
+        "ee embed videos/manifest.jsonl -e vggish --side b --workers 4",
+    ),
+)
 def embed_cmd(
     manifest: Annotated[Path, typer.Argument(help="The manifest (from `ee ingest`).")],
     encoder: Annotated[

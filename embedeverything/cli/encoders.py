@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .app import app
+from .app import app, examples
 from .output import JsonFlag, JsonOut, Output
 
 
-@app.command("encoders")
+@app.command("encoders", epilog=examples("ee encoders", "ee encoders --json"))
 def encoders_cmd(
     as_json: JsonFlag = False,
     json_out: JsonOut = None,

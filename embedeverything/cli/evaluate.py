@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app
+from .app import app, examples
 from .output import JsonFlag, JsonOut, Output
 
 
@@ -68,7 +68,13 @@ def _read_queries(source: Path | None) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-@app.command("eval")
+@app.command(
+    "eval",
+    epilog=examples(
+        "ee eval run/adapter.safetensors",
+        "ee eval run/adapter.safetensors --no-baselines --json-out report.json",
+    ),
+)
 def eval_cmd(
     adapter: Annotated[Path, typer.Argument(help="The adapter (.safetensors) to evaluate.")],
     store: Annotated[
@@ -134,7 +140,13 @@ def eval_cmd(
     return 0
 
 
-@app.command("zeroshot")
+@app.command(
+    "zeroshot",
+    epilog=examples(
+        'ee zeroshot bark.wav --adapter run/adapter.safetensors --labels "dog,bell"',
+        "ee zeroshot --adapter run/adapter.safetensors --store videos/store.zarr",
+    ),
+)
 def zeroshot_cmd(
     files: Annotated[list[Path] | None, typer.Argument(help="Audio, image or video files to label.")] = None,
     adapter: Annotated[Path, typer.Option("--adapter", help="The adapter (.safetensors).")] = Path(
@@ -207,7 +219,14 @@ def zeroshot_cmd(
     return 0
 
 
-@app.command("query")
+@app.command(
+    "query",
+    epilog=examples(
+        "ee query run/adapter.safetensors dog.jpg --k 10",
+        'ee query run/adapter.safetensors "a dog barking"',
+        "ee query run/adapter.safetensors --queries queries.txt --json",
+    ),
+)
 def query_cmd(
     adapter: Annotated[Path, typer.Argument(help="The adapter (.safetensors).")],
     items: Annotated[
@@ -261,7 +280,13 @@ def query_cmd(
     return 0
 
 
-@app.command("export")
+@app.command(
+    "export",
+    epilog=examples(
+        "ee export videos/store.zarr --adapter run/adapter.safetensors",
+        "ee export videos/store.zarr --adapter run/adapter.safetensors --format npy",
+    ),
+)
 def export_cmd(
     store: Annotated[str, typer.Argument(help="The embedding store.")],
     adapter: Annotated[Path, typer.Option("--adapter", help="The adapter (.safetensors) to project with.")],
@@ -284,7 +309,13 @@ def export_cmd(
     return 0
 
 
-@app.command("figures")
+@app.command(
+    "figures",
+    epilog=examples(
+        "ee figures run/adapter.safetensors",
+        "ee figures run/adapter.safetensors --out figs/ --max-points 500",
+    ),
+)
 def figures_cmd(
     adapter: Annotated[Path, typer.Argument(help="The adapter (.safetensors).")],
     store: Annotated[

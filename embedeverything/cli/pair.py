@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app, encoder_names
+from .app import app, encoder_names, examples
 from .embed import embed_callbacks, parse_options, stage_display
 from .train import AnchorsOption, RefitOption, exit_interrupted, resume_note
 
@@ -142,7 +142,14 @@ def _summary_lines(summary: Any) -> list[str]:
     return lines
 
 
-@app.command("pair")
+@app.command(
+    "pair",
+    epilog=examples(
+        "ee pair --a clip --b vggish --data videos/",
+        "ee pair --a clip --b vggish --data vggsound.csv --clips clips/",
+        "ee pair --a clip --b clip-text --data pairs.csv --a-col image --b-col caption",
+    ),
+)
 def pair_cmd(
     a: Annotated[
         str, typer.Option("--a", help="Encoder of side a (see `ee encoders`).", autocompletion=encoder_names)
@@ -273,7 +280,7 @@ def _run(run: Any) -> int:
     return summary.exit_code
 
 
-@app.command("demo")
+@app.command("demo", epilog=examples("ee demo", "ee demo --classes 3 --clips-per-class 4 --out small-demo"))
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the demo videos and results.")] = Path("ee-demo"),
     clips_per_class: Annotated[int, typer.Option(help="Videos per class.")] = 8,

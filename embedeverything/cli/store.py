@@ -8,11 +8,13 @@ from typing import Annotated
 
 import typer
 
-from .app import store_app
+from .app import examples, store_app
 from .output import JsonFlag, JsonOut, Output
 
 
-@store_app.command("info")
+@store_app.command(
+    "info", epilog=examples("ee store info videos/store.zarr", "ee store info s3://bucket/store.zarr --json")
+)
 def info_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     as_json: JsonFlag = False,
@@ -64,7 +66,12 @@ def info_cmd(
     console.print(table)
 
 
-@store_app.command("failures")
+@store_app.command(
+    "failures",
+    epilog=examples(
+        "ee store failures videos/store.zarr", "ee store failures videos/store.zarr --array a.clip-3f9c0d2e1a"
+    ),
+)
 def failures_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     array: Annotated[str | None, typer.Option(help="Only this array (see `ee store info`).")] = None,
@@ -106,7 +113,7 @@ def _remove(location: str, keys: list[str], only_empty: bool = False) -> None:
         print(f"removed {key}")
 
 
-@store_app.command("rm")
+@store_app.command("rm", epilog=examples("ee store rm videos/store.zarr a.clip-3f9c0d2e1a"))
 def rm_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     keys: Annotated[list[str], typer.Argument(help="Arrays to remove (see `ee store info`).")],
@@ -115,7 +122,9 @@ def rm_cmd(
     _remove(store, keys)
 
 
-@store_app.command("prune")
+@store_app.command(
+    "prune", epilog=examples("ee store prune videos/store.zarr --dry-run", "ee store prune videos/store.zarr")
+)
 def prune_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
