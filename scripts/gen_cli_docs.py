@@ -72,6 +72,9 @@ def render() -> str:
         "(`--a`, `--b`, `--encoder`) to the shell you run it from (bash, zsh, fish or PowerShell, found by "
         "shellingham); `ee --show-completion` prints the script instead, to put where you like. Open a new "
         "shell after installing.\n",
+        "Tables (`ee encoders`, `ee store info`, `ee eval`): into a pipe or a file every row is one line, however "
+        "long; on a terminal too narrow for a table its long text (weight sources, paths) follows the table, "
+        "each path whole on a line of its own.\n",
         "## `ee`\n",
         "| parameter | meaning |\n|---|---|",
         *(_param_row(p) for p in root.params if p.name != "help"),

@@ -3,6 +3,7 @@ refused where they do nothing, library warnings kept off the terminal."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -96,3 +97,62 @@ def test_every_command_has_examples_that_parse():
                 raise AssertionError(f"{line!r} does not parse: {e}") from e
             seen += 1
     assert seen >= 40
+
+
+def _on_terminal(*args: str, columns: int = 80, cwd: str | None = None) -> str:
+    """``ee ARGS`` with stdout on a pseudo-terminal of ``columns`` columns; what it showed, colours removed."""
+    import pty
+    import re
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": str(columns)}
+    env.pop("FORCE_COLOR", None)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "embedeverything", *args],
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=cwd,
+    )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert p.wait(timeout=60) == 0, p.stderr.read() if p.stderr else ""
+    text = b"".join(chunks).decode().replace("\r\n", "\n")
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _encoder_rows() -> list[dict]:
+    from conftest import run_ee
+
+    r = run_ee("encoders", "--json")
+    rows = json.loads(r.out)["encoders"]
+    assert any(len(row["weights"]) > 60 for row in rows), "no long weight source to show"
+    return rows
+
+
+def test_tables_fit_an_80_column_terminal_without_cutting_words():
+    rows = _encoder_rows()
+    shown = _on_terminal("encoders", columns=80)
+    for line in shown.splitlines():
+        assert len(line) <= 80 or len(line.split()) == 1, f"a line wider than the terminal: {line!r}"
+    flat = " ".join(shown.split())
+    for row in rows:  # wrapped at spaces only: each source reads whole once the line breaks are undone
+        assert " ".join(row["weights"].split()) in flat, row["name"]
+
+
+def test_tables_are_never_wrapped_into_a_pipe():
+    from conftest import run_ee
+
+    rows = _encoder_rows()
+    lines = run_ee("encoders", env={"COLUMNS": "80"}).out.splitlines()
+    for row in rows:
+        assert any(row["name"] in line and row["weights"] in line for line in lines), row["name"]

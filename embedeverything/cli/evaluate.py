@@ -6,21 +6,12 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from .app import app, examples
-from .output import JsonFlag, JsonOut, Output
-
-
-def _console(file: Any = None) -> Any:
-    from rich.console import Console
-
-    c = Console(file=file)
-    if not c.is_terminal:  # a pipe or a file: wide enough for the tables, never wrapped
-        c = Console(file=file, width=160)
-    return c
+from .output import JsonFlag, JsonOut, Output, console
 
 
 def _adapter_file(path: Path) -> None:
@@ -119,7 +110,7 @@ def eval_cmd(
             "n_labels": len(zs.labels)
         }
     # with JSON on stdout, the tables are left out and the notes and files go to stderr
-    con = _console(sys.stdout if out.human else sys.stderr)
+    con = console(sys.stdout if out.human else sys.stderr)
     if out.human:
         con.print(report.table())
         con.print(report.diagnostics_table())

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .app import examples, store_app
-from .output import JsonFlag, JsonOut, Output
+from .output import JsonFlag, JsonOut, Output, console, print_table
 
 
 @store_app.command(
@@ -21,9 +21,6 @@ def info_cmd(
     json_out: JsonOut = None,
 ) -> None:
     """Arrays, encoder identities and done / failed counts."""
-    from rich.console import Console
-    from rich.table import Table
-
     from ..store import Store
 
     s = Store.open(store, read_only=True)
@@ -45,25 +42,25 @@ def info_cmd(
     out.json({"store": store, "rows": s.n_rows, "arrays": arrays})
     if not out.human:
         return
-    console = Console()
-    console.print(f"store {store}: {s.n_rows} rows")
-    table = Table()
-    for col in ("array", "side", "encoder", "dim", "done", "failed", "pending", "model", "weights"):
-        table.add_column(col, overflow="fold")
+    con = console()
+    con.print(f"store {store}: {s.n_rows} rows")
+    columns = ("array", "side", "encoder", "dim", "done", "failed", "pending", "model", "weights")
+    cells = []
     for a in arrays:
         ident = a["identity"] or {}
-        table.add_row(
-            a["key"],
-            a["side"],
-            a["encoder"],
-            str(a["dim"]),
-            str(a["done"]),
-            str(a["failed"]),
-            str(a["pending"]),
-            ident.get("model_id", "-"),
-            ident.get("weights", "-") + (f" (seed {ident['seed']})" if ident.get("seed") is not None else ""),
+        seed = f" (seed {ident['seed']})" if ident.get("seed") is not None else ""
+        counts = [str(a[k]) for k in ("dim", "done", "failed", "pending")]
+        cells.append(
+            [
+                a["key"],
+                a["side"],
+                a["encoder"],
+                *counts,
+                ident.get("model_id", "-"),
+                ident.get("weights", "-") + seed,
+            ]
         )
-    console.print(table)
+    print_table(con, columns, cells, apart=("model", "weights"))
 
 
 @store_app.command(
