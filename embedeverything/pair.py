@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
 from .files import write_text_atomic
-from .pair_data import detect_kind, ingest_data, labels_from_folders, listing
+from .pair_data import check_flags, detect_kind, ingest_data, labels_from_folders, listing
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -151,6 +151,7 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
     enc_a, enc_b = check_encoders(run)
     cfg = make_config(run.preset, **run.train_options)  # a bad setting stops us before any work
     kind = run.kind or detect_kind(run.data, run.clips)
+    check_flags(run, kind)
     _prepare_out(run)
     summary = PairSummary(out=run.out, manifest=run.out / "manifest.jsonl", store=str(run.out / "store.zarr"))
     st = _Stages(run, summary, _load_state(run.out), log, progress)

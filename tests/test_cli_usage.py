@@ -156,3 +156,54 @@ def test_tables_are_never_wrapped_into_a_pipe():
     lines = run_ee("encoders", env={"COLUMNS": "80"}).out.splitlines()
     for row in rows:
         assert any(row["name"] in line and row["weights"] in line for line in lines), row["name"]
+
+
+@pytest.mark.parametrize(
+    "make, flags, said",
+    [
+        ("videos", ["--pattern", "{id}.mp4"], "--pattern: for vggsound data only, and {data} is videos data"),
+        ("pairs", ["--clips", "clips", "--every", "2"], "--every: for videos or vggsound data only; --clips"),
+        ("table", ["--frames", "3", "--window", "2"], "--frames, --window: for videos or vggsound data only"),
+        (
+            "videos",
+            ["--kind", "pairs", "--a-col", "x"],
+            "--a-col: for table data only, and {data} is pairs data",
+        ),
+    ],
+)
+def test_pair_refuses_flags_that_do_nothing_for_the_data(tmp_path, make, flags, said):
+    from conftest import run_ee
+
+    if make == "table":
+        data = tmp_path / "t.csv"
+        data.write_text("image,caption\na.png,a cat\n")
+    else:
+        data = tmp_path / make
+        data.mkdir()
+        (data / ("v.mp4" if make == "videos" else "x.wav")).write_bytes(b"")
+    out = tmp_path / "out"
+    r = run_ee(
+        "pair", "--a", "test-image", "--b", "test-audio", "--data", str(data), "--out", str(out), *flags
+    )
+    assert r.code == 2 and r.err.count("\n") == 1, r.err
+    assert said.format(data=data) in r.err, r.err
+    assert ("(as detected; --kind says otherwise)" in r.err) == ("--kind" not in flags)
+    assert not out.exists()  # refused before any work
+
+
+def test_pair_does_not_refuse_flags_left_at_their_defaults(tmp_path):
+    from embedeverything.pair import PairRun
+    from embedeverything.pair_data import check_flags
+
+    run = PairRun(a="x", b="y", data=tmp_path, out=tmp_path / "o")
+    run.ingest_options = {"frames": None, "every": None, "window": None, "pattern": None}  # as ee pair sends
+    for kind in ("videos", "pairs", "table"):
+        check_flags(run, kind)
+
+
+def test_ingest_commands_take_only_their_own_flags(tmp_path, capsys):
+    from conftest import ee_main
+
+    assert ee_main("ingest", "videos", str(tmp_path), "--pattern", "{id}.mp4") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No such option: --pattern" in err

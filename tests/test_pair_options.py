@@ -55,7 +55,7 @@ def test_table_hints_name_the_flags_of_the_command_that_printed_them(tmp_path, c
     folder = tmp_path / "files"
     write_tone(folder / "x.wav")
     assert ee_main(*pair[:6], str(folder), "--out", str(tmp_path / "o2"), "--b-col", "sound") == 2
-    assert "--b-col: only a table has columns" in capsys.readouterr().err
+    assert "--b-col: for table data only" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
