@@ -207,3 +207,74 @@ def test_ingest_commands_take_only_their_own_flags(tmp_path, capsys):
     assert ee_main("ingest", "videos", str(tmp_path), "--pattern", "{id}.mp4") == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No such option: --pattern" in err
+
+
+PALETTE_WARNING = "Palette images with Transparency expressed in bytes should be converted to RGBA images"
+
+NOISY = f"""
+import subprocess, sys, warnings
+import embedeverything as ee
+from embedeverything.cli import main
+from embedeverything.errors import EEWarning
+
+class Noisy(ee.Encoder):
+    name, modality, dim = "noisy-image", "image", 3
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        warnings.warn({PALETTE_WARNING!r}, UserWarning)
+        warnings.warn("old_api is deprecated", DeprecationWarning)
+        warnings.warn("ours: said once", EEWarning)
+
+    def load(self):
+        return ee.Weights(model_id="noisy", weights="none")
+
+    def embed_batch(self, items):
+        raise NotImplementedError
+
+class Plugin:
+    @ee.hookimpl
+    def register_encoders(self, register):
+        register(Noisy)
+
+ee.register_plugin(Plugin(), name="noisy", version="1")
+try:
+    main(["encoders", "--json"])
+except SystemExit:
+    pass
+# a Python process started from here (a decoder or a Dask worker) keeps them off the terminal as well
+subprocess.run([sys.executable, "-c", "import warnings; warnings.warn('in a child process')"])
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_library_warnings_stay_off_the_terminal_unless_ee_debug(debug):
+    env = {k: v for k, v in os.environ.items() if k not in ("EE_DEBUG", "PYTHONWARNINGS")}
+    if debug:
+        env["EE_DEBUG"] = "1"
+    p = subprocess.run([sys.executable, "-c", NOISY], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    if debug:
+        for said in (PALETTE_WARNING, "old_api is deprecated", "in a child process"):
+            assert said in p.stderr
+    else:
+        assert p.stderr == "warning: ours: said once\n"
+
+
+def test_a_palette_png_with_transparency_is_ingested_and_embedded_without_warnings(tmp_path):
+    from conftest import run_ee
+    from PIL import Image
+
+    folder = tmp_path / "pal"
+    folder.mkdir()
+    for i in range(3):
+        im = Image.new("P", (8, 8), i)
+        im.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+        im.save(folder / f"p{i}.png", transparency=b"\x00\x80\xff")  # transparency as bytes
+        (folder / f"p{i}.txt").write_text(f"caption {i}")
+    env = {"PYTHONWARNINGS": "", "EE_DEBUG": ""}
+    r = run_ee("ingest", "pairs", str(folder), env=env)
+    assert r.code == 0 and "warning" not in r.err.lower(), r.err
+    r = run_ee("embed", str(folder / "manifest.jsonl"), "-e", "test-image", env=env)
+    assert r.code == 0 and "warning" not in r.err.lower(), r.err
+    assert "3 embedded" in r.out
