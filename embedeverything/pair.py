@@ -86,6 +86,16 @@ class PairSummary:
 Log = Callable[[str], None]
 
 
+def run_folder(adapter: Path) -> Path:
+    """Where the outputs drawn from an adapter go (``export/``, ``figures/``): the ``ee pair`` folder for
+    an adapter it trained (``OUT/train/adapter.safetensors`` -> ``OUT``), else the adapter's own folder
+    (``ee train --out``). So ``ee export`` and ``ee figures`` write where ``ee pair`` does."""
+    folder = adapter.parent
+    if folder.name == "train" and (folder.parent / STATE_FILE).is_file():
+        return folder.parent
+    return folder
+
+
 def _fp(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -36,6 +36,13 @@ def test_pair_table_columns_are_chosen_with_col_flags(tmp_path, capsys):
     first = m.pairs[0]
     assert (first.id, first.a.text, first.b.path, first.label) == ("k00", "low hum 0", "../snd/0.wav", "c0")
     assert {p.label for p in m.pairs} == {"c0", "c1", "c2"}
+    # one export layout: `ee export` on this run's adapter writes where `ee pair` did, OUT/export
+    exported = out / "export" / "embeddings.parquet"
+    assert exported.is_file()
+    exported.unlink()
+    adapter = out / "train" / "adapter.safetensors"
+    assert ee_main("export", str(out / "store.zarr"), "--adapter", str(adapter)) == 0
+    assert exported.is_file() and not (out / "train" / "export").exists()
     capsys.readouterr()
     assert ee_main(*args, "--a-col", "nope") == 2
     err = capsys.readouterr().err
@@ -96,3 +103,15 @@ def test_class_folders_label_by_default_and_a_change_of_labels_reruns_what_shows
     assert ee_main(*base, "--loss", "clip-label") == 0
     err = capsys.readouterr().err
     assert "train: up to date" not in err and "train: 2 epochs" in err, err
+
+
+def test_outputs_of_an_adapter_go_to_its_run_folder(tmp_path):
+    """`ee export` / `ee figures` write beside an `ee train` adapter, and into OUT of an `ee pair` run (as
+    `ee pair` itself does); a folder that happens to be called train is no pair run without pair.json."""
+    from embedeverything.pair import STATE_FILE, run_folder
+
+    alone = tmp_path / "train" / "adapter.safetensors"
+    assert run_folder(alone) == tmp_path / "train"
+    (tmp_path / STATE_FILE).write_text("{}")
+    assert run_folder(alone) == tmp_path
+    assert run_folder(tmp_path / "run" / "adapter.safetensors") == tmp_path / "run"

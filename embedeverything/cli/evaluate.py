@@ -126,7 +126,9 @@ def eval_cmd(
     if out.json_out is not None and str(out.json_out) != "-":
         con.print(f"report: {out.json_out}")
     if card:
-        figures = sorted((adapter.parent / "figures").glob("*.png"))
+        from ..pair import run_folder
+
+        figures = sorted((run_folder(adapter) / "figures").glob("*.png"))
         con.print(f"model card: {write_model_card(data, report, figures, report.zeroshot)}")
     return 0
 
@@ -283,7 +285,12 @@ def export_cmd(
     adapter: Annotated[Path, typer.Option("--adapter", help="The adapter (.safetensors) to project with.")],
     format: Annotated[str, typer.Option("--format", help="parquet or npy.")] = "parquet",
     out: Annotated[
-        Path | None, typer.Option("--out", help="File (.parquet) or folder (default: ADAPTER_DIR/export).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="File (.parquet) or folder (default: OUT/export for an adapter of `ee pair --out OUT`, "
+            "else export/ beside the adapter).",
+        ),
     ] = None,
     normalize: Annotated[
         bool, typer.Option("--normalize/--no-normalize", help="L2-normalise (dot = cosine).")
@@ -292,9 +299,10 @@ def export_cmd(
     """The store's embeddings projected into the shared space, with their ids (Parquet or .npy)."""
     _adapter_file(adapter)
     from ..evaluate import export_embeddings
+    from ..pair import run_folder
 
     path = export_embeddings(
-        store, adapter, out or adapter.parent / "export", format=format, normalize=normalize
+        store, adapter, out or run_folder(adapter) / "export", format=format, normalize=normalize
     )
     print(f"exported: {path}")
     return 0
@@ -313,7 +321,12 @@ def figures_cmd(
         str | None, typer.Option(help="Store (default: the one the adapter was trained on).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the PNGs (default: ADAPTER_DIR/figures).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for the PNGs (default: OUT/figures for an adapter of `ee pair --out OUT`, "
+            "else figures/ beside the adapter).",
+        ),
     ] = None,
     split: Annotated[
         Path | None, typer.Option(help="split.json (default: the one next to the adapter).")
@@ -325,6 +338,7 @@ def figures_cmd(
     """UMAP figures like the paper's: by class before/after the head, both modalities, linked pairs."""
     from ..errors import UserError
     from ..evaluate import make_figures
+    from ..pair import run_folder
 
     if max_points < 8:
         raise UserError(f"--max-points must be >= 8, not {max_points}")
@@ -332,7 +346,7 @@ def figures_cmd(
     with _steps_display() as on_step:
         paths = make_figures(
             adapter,
-            out or adapter.parent / "figures",
+            out or run_folder(adapter) / "figures",
             store,
             split,
             seed=seed,
