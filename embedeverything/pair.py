@@ -86,6 +86,17 @@ class PairSummary:
 Log = Callable[[str], None]
 
 
+def default_out(data: Path, a: str, b: str) -> Path:
+    """``ee pair``'s output folder when ``--out`` is not given: ``DATA.A-B`` beside the data, DATA being a
+    folder's name or a file's name without its extension (``pairs.csv`` -> ``pairs.clip-vggish``). A run
+    begun under the older name, with the extension (``pairs.csv.clip-vggish``), goes on there."""
+    new = data.parent / f"{data.name if data.is_dir() else data.stem}.{a}-{b}"
+    old = data.parent / f"{data.name}.{a}-{b}"
+    if old != new and not new.exists() and (old / STATE_FILE).is_file():
+        return old
+    return new
+
+
 def run_folder(adapter: Path) -> Path:
     """Where the outputs drawn from an adapter go (``export/``, ``figures/``): the ``ee pair`` folder for
     an adapter it trained (``OUT/train/adapter.safetensors`` -> ``OUT``), else the adapter's own folder

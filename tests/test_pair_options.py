@@ -115,3 +115,29 @@ def test_outputs_of_an_adapter_go_to_its_run_folder(tmp_path):
     (tmp_path / STATE_FILE).write_text("{}")
     assert run_folder(alone) == tmp_path
     assert run_folder(tmp_path / "run" / "adapter.safetensors") == tmp_path / "run"
+
+
+def test_default_out_is_named_after_the_data_without_its_extension(tmp_path, capsys):
+    """`ee pair --data pairs.csv` without --out: `pairs.A-B` beside it (a folder keeps its whole name, dots
+    and all); a run begun under the older name, `pairs.csv.A-B`, goes on there."""
+    from embedeverything.pair import STATE_FILE, default_out
+
+    lines = ["words,sound"]
+    for i in range(3):  # too few to train: the run stops after ingest, its output folder made
+        write_tone(tmp_path / "snd" / f"{i}.wav", 0.5, 300.0, 8000)
+        lines.append(f"word {i},snd/{i}.wav")
+    table = tmp_path / "pairs.csv"
+    table.write_text("\n".join(lines) + "\n")
+    pair = ["pair", "--a", "test-text", "--b", "test-audio", "--data", str(table), "--a-col", "words"]
+    assert ee_main(*pair, "--b-col", "sound") == 2
+    assert "only 3 pairs" in capsys.readouterr().err
+    assert (tmp_path / "pairs.test-text-test-audio" / "manifest.jsonl").is_file()
+    assert not (tmp_path / "pairs.csv.test-text-test-audio").exists()
+
+    folder = tmp_path / "my.photos"
+    folder.mkdir()
+    assert default_out(folder, "x", "y") == tmp_path / "my.photos.x-y"
+    old = tmp_path / "t.jsonl.x-y"
+    old.mkdir()
+    (old / STATE_FILE).write_text("{}")
+    assert default_out(tmp_path / "t.jsonl", "x", "y") == old

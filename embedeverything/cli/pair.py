@@ -157,7 +157,11 @@ def pair_cmd(
     b: Annotated[str, typer.Option("--b", help="Encoder of side b.", autocompletion=encoder_names)],
     data: Annotated[Path, typer.Option(help="Videos folder, paired-files folder, table, or VGG-Sound CSV.")],
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: <data>.<a>-<b> beside the data).")
+        Path | None,
+        typer.Option(
+            help="Output folder (default: DATA.A-B beside the data, without a file's extension: "
+            "pairs.csv -> pairs.clip-vggish)."
+        ),
     ] = None,
     kind: Annotated[
         str | None, typer.Option(help="videos | vggsound | pairs | table (default: detected).")
@@ -213,7 +217,7 @@ def pair_cmd(
     force: Annotated[bool, typer.Option(help="Redo every stage, even those already done.")] = False,
 ) -> int:
     """Ingest -> embed a -> embed b -> train -> eval -> export; each stage skipped when already done."""
-    from ..pair import PairRun
+    from ..pair import PairRun, default_out
 
     train_options: dict[str, Any] = parse_options(train_opt)
     for k, v in {
@@ -242,7 +246,7 @@ def pair_cmd(
         a=a,
         b=b,
         data=data,
-        out=out or data.parent / f"{data.name}.{a}-{b}",
+        out=out or default_out(data, a, b),
         kind=kind,
         clips=clips,
         a_options=parse_options(a_opt),
