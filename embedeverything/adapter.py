@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from .encoder import EncoderIdentity
-from .errors import UserError, field_errors
+from .errors import EEWarning, UserError, field_errors
 from .files import about_size, atomic_path
 from .heads import Head, HeadSpec
 
@@ -272,7 +272,9 @@ def load_adapter(path: str | os.PathLike[str]) -> Adapter:
     config, tensors = read_adapter_file(path)
     _check_dims(str(path), config)
     if config.a.identity.weights == "random-init" or config.b.identity.weights == "random-init":
-        warnings.warn(f"adapter {path} was trained on embeddings of RANDOM encoder weights", stacklevel=2)
+        warnings.warn(
+            f"adapter {path} was trained on embeddings of RANDOM encoder weights", EEWarning, stacklevel=2
+        )
     ha = _build_head("a", config.a.head, tensors, str(path))
     hb = _build_head("b", config.b.head, tensors, str(path))
     return Adapter(config, ha, hb, str(path))

@@ -115,6 +115,11 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+class EEWarning(UserWarning):
+    """Something the person running ee should know and can act on (a loaded adapter of random weights, a
+    run starting over). The CLI shows these, and no other library's warnings, as ``warning:`` lines."""
+
+
 class BadItem(Exception):
     """One input cannot be embedded (unreadable media, audio too short): recorded with its reason."""
 

@@ -36,7 +36,7 @@ import numpy as np
 from .adapter import Adapter, load_adapter
 from .decode import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS, VIDEO_EXTENSIONS, decode
 from .encoder import Encoder, EncoderIdentity, require_same_identity
-from .errors import BadItem, UserError
+from .errors import BadItem, EEWarning, UserError
 from .images import ImageDecoding
 from .items import Audio
 from .manifest import MediaRef
@@ -59,7 +59,7 @@ def side_encoder(adapter: Adapter, side: str) -> Encoder:
         field_prefix=f"{side}.identity.",
         labels=("adapter", "installed"),
     ):
-        warnings.warn(msg, stacklevel=3)
+        warnings.warn(msg, EEWarning, stacklevel=3)
     return enc
 
 

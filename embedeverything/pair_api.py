@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .pair_data import default_out
 from .pairing import STAGES, PairRun, PairSummary, run_pair
 
 #: what :class:`PairOptions` passes to training under the same name
@@ -102,7 +103,7 @@ def pair_run(
         a=a,
         b=b,
         data=data,
-        out=Path(out) if out is not None else data.parent / f"{data.name}.{a}-{b}",
+        out=Path(out) if out is not None else default_out(data, a, b),
         kind=o.kind,
         clips=None if o.clips is None else Path(o.clips),
         a_options=_dict("a_opt", o.a_opt),

@@ -12,6 +12,16 @@ TABLE_COLUMNS = ("a", "b", "label", "split", "id")
 #: ``ee pair``'s names of the table column options (its ``--a``/``--b`` are encoders)
 PAIR_TABLE_FLAGS = {role: f"--{role}-col" for role in TABLE_COLUMNS}
 VIDEO_EXTS = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v"}
+KINDS = ("videos", "vggsound", "pairs", "table")
+#: the kinds of data each of ``ee pair``'s ingest settings means something for
+FLAG_KINDS: dict[str, tuple[str, ...]] = {
+    "frames": ("videos", "vggsound"),
+    "every": ("videos", "vggsound"),
+    "window": ("videos", "vggsound"),
+    "pattern": ("vggsound",),
+    "clips": ("vggsound",),
+    **{f"{role}_col": ("table",) for role in TABLE_COLUMNS},
+}
 
 
 def detect_kind(data: Path, clips: Path | None) -> str:
@@ -28,6 +38,27 @@ def detect_kind(data: Path, clips: Path | None) -> str:
     if data.suffix.lower() in (".csv", ".tsv", ".jsonl", ".json"):
         return "table"
     raise UserError(f"cannot tell what kind of data {data} is; give --kind videos|vggsound|pairs|table")
+
+
+def check_flags(run: Any, kind: str) -> None:
+    """Refuse, before any work, the ingest flags given for data they do nothing for: a flag silently
+    ignored reads as a setting that took effect. Only flags given count (their defaults are None)."""
+    if kind not in KINDS:
+        raise UserError(f"unknown --kind {kind!r}; expected {', '.join(KINDS[:-1])} or {KINDS[-1]}")
+    if kind == "vggsound" and run.clips is None:
+        raise UserError("VGG-Sound data needs --clips DIR (the folder of downloaded clips)")
+    given = {k: v for k, v in run.ingest_options.items() if v is not None}
+    if run.clips is not None:
+        given["clips"] = run.clips
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name, kinds in FLAG_KINDS.items():
+        if name in given and kind not in kinds:
+            flag = PAIR_TABLE_FLAGS[name[:-4]] if name.endswith("_col") else f"--{name}"
+            groups.setdefault(kinds, []).append(flag)
+    if groups:
+        parts = [f"{', '.join(flags)}: for {' or '.join(kinds)} data only" for kinds, flags in groups.items()]
+        how = "" if run.kind else " (as detected; --kind says otherwise)"
+        raise UserError(f"{'; '.join(parts)}, and {run.data} is {kind} data{how}")
 
 
 def listing(data: Path, clips: Path | None) -> list[Any]:
@@ -49,17 +80,12 @@ def ingest_data(run: Any, kind: str, manifest: Path) -> Any:
 
     opts = ing.IngestOptions()
     io = dict(run.ingest_options)
-    given = [PAIR_TABLE_FLAGS[r] for r in TABLE_COLUMNS if io.get(f"{r}_col") is not None]
-    if given and kind != "table":
-        raise UserError(f"{', '.join(given)}: only a table has columns, and {run.data} is {kind} data")
     if kind == "videos":
         plan = ing.FramePlan(
             **{k: v for k, v in io.items() if k in ("frames", "every", "window") and v is not None}
         )
         return ing.ingest_videos(run.data, manifest, plan, opts)
     if kind == "vggsound":
-        if run.clips is None:
-            raise UserError("VGG-Sound data needs --clips DIR (the folder of downloaded clips)")
         plan = ing.FramePlan(
             **{k: v for k, v in io.items() if k in ("frames", "every", "window") and v is not None}
         )
@@ -89,3 +115,28 @@ def labels_from_folders(run: Any, kind: str) -> tuple[bool, str | None]:
         f"labels: every video is in a class folder, so the folder names are the labels ({len(names)} classes: "
         f"{shown}); --no-labels-from-folders leaves them out"
     )
+
+
+#: a pair run's own state (stage fingerprints), in its output folder
+STATE_FILE = "pair.json"
+
+
+def default_out(data: Path, a: str, b: str) -> Path:
+    """``ee pair``'s output folder when ``--out`` is not given: ``DATA.A-B`` beside the data, DATA being a
+    folder's name or a file's name without its extension (``pairs.csv`` -> ``pairs.clip-vggish``). A run
+    begun under the older name, with the extension (``pairs.csv.clip-vggish``), goes on there."""
+    new = data.parent / f"{data.name if data.is_dir() else data.stem}.{a}-{b}"
+    old = data.parent / f"{data.name}.{a}-{b}"
+    if old != new and not new.exists() and (old / STATE_FILE).is_file():
+        return old
+    return new
+
+
+def run_folder(adapter: Path) -> Path:
+    """Where the outputs drawn from an adapter go (``export/``, ``figures/``): the ``ee pair`` folder for
+    an adapter it trained (``OUT/train/adapter.safetensors`` -> ``OUT``), else the adapter's own folder
+    (``ee train --out``). So ``ee export`` and ``ee figures`` write where ``ee pair`` does."""
+    folder = adapter.parent
+    if folder.name == "train" and (folder.parent / STATE_FILE).is_file():
+        return folder.parent
+    return folder

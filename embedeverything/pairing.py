@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import UserError
 from .files import write_text_atomic
-from .pair_data import detect_kind, ingest_data, labels_from_folders, listing
+from .pair_data import STATE_FILE, check_flags, detect_kind, ingest_data, labels_from_folders, listing
 
 if TYPE_CHECKING:
     from .manifest import Manifest
     from .train import TrainConfig
 
-STATE_FILE = "pair.json"
 #: the stages in the order they run; ``PairSummary.skipped`` names those that were up to date
 STAGES = ("ingest", "embed a", "embed b", "train", "eval")
 #: Fewer pairs cannot be split into train, validation and test parts worth training on.
@@ -156,6 +155,7 @@ def run_pair(run: PairRun, log: Log = print, progress: Any = None) -> PairSummar
     enc_a, enc_b = check_encoders(run)
     cfg = make_config(run.preset, **run.train_options)  # a bad setting stops us before any work
     kind = run.kind or detect_kind(run.data, run.clips)
+    check_flags(run, kind)
     _prepare_out(run)
     summary = PairSummary(out=run.out, manifest=run.out / "manifest.jsonl", store=str(run.out / "store.zarr"))
     st = _Stages(run, summary, _load_state(run.out), log, progress)

@@ -48,6 +48,13 @@ def _command(cmd, path: str, out: list[str], level: int) -> None:
         out.append("| parameter | meaning |\n|---|---|")
         out.extend(_param_row(p) for p in params)
         out.append("")
+    _examples(cmd, out)
+
+
+def _examples(cmd, out: list[str]) -> None:
+    lines = [line for line in (cmd.epilog or "").splitlines() if line.startswith("ee ")]
+    if lines:
+        out.append("```bash\n" + "\n".join(lines) + "\n```\n")
 
 
 def render() -> str:
@@ -61,7 +68,19 @@ def render() -> str:
         f"{DISK_FULL_EXIT} a write found no space (full disk, quota or file-size limit: one line naming what, "
         "where and the space wanted; nothing half written, and the same command goes on once space is freed); "
         "130 interrupted, finished work kept.\n",
+        "Shell completion: `ee --install-completion` adds tab completion of commands, flags and encoder names "
+        "(`--a`, `--b`, `--encoder`) to the shell you run it from (bash, zsh, fish or PowerShell, found by "
+        "shellingham); `ee --show-completion` prints the script instead, to put where you like. Open a new "
+        "shell after installing.\n",
+        "Tables (`ee encoders`, `ee store info`, `ee eval`): into a pipe or a file every row is one line, however "
+        "long; on a terminal too narrow for a table its long text (weight sources, paths) follows the table, "
+        "each path whole on a line of its own.\n",
+        "## `ee`\n",
+        "| parameter | meaning |\n|---|---|",
+        *(_param_row(p) for p in root.params if p.name != "help"),
+        "",
     ]
+    _examples(root, out)
     for name in sorted(root.commands):
         _command(root.commands[name], f"ee {name}", out, 2)
     return "\n".join(out).rstrip() + "\n"

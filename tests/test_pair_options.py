@@ -36,6 +36,13 @@ def test_pair_table_columns_are_chosen_with_col_flags(tmp_path, capsys):
     first = m.pairs[0]
     assert (first.id, first.a.text, first.b.path, first.label) == ("k00", "low hum 0", "../snd/0.wav", "c0")
     assert {p.label for p in m.pairs} == {"c0", "c1", "c2"}
+    # one export layout: `ee export` on this run's adapter writes where `ee pair` did, OUT/export
+    exported = out / "export" / "embeddings.parquet"
+    assert exported.is_file()
+    exported.unlink()
+    adapter = out / "train" / "adapter.safetensors"
+    assert ee_main("export", str(out / "store.zarr"), "--adapter", str(adapter)) == 0
+    assert exported.is_file() and not (out / "train" / "export").exists()
     capsys.readouterr()
     assert ee_main(*args, "--a-col", "nope") == 2
     err = capsys.readouterr().err
@@ -55,7 +62,7 @@ def test_table_hints_name_the_flags_of_the_command_that_printed_them(tmp_path, c
     folder = tmp_path / "files"
     write_tone(folder / "x.wav")
     assert ee_main(*pair[:6], str(folder), "--out", str(tmp_path / "o2"), "--b-col", "sound") == 2
-    assert "--b-col: only a table has columns" in capsys.readouterr().err
+    assert "--b-col: for table data only" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +169,41 @@ def test_pair_is_the_function_even_once_the_stages_are_imported():
     import embedeverything.pairing  # noqa: F401
 
     assert callable(embedeverything.pair) and embedeverything.pair.__module__ == "embedeverything.pair_api"
+
+
+def test_outputs_of_an_adapter_go_to_its_run_folder(tmp_path):
+    """`ee export` / `ee figures` write beside an `ee train` adapter, and into OUT of an `ee pair` run (as
+    `ee pair` itself does); a folder that happens to be called train is no pair run without pair.json."""
+    from embedeverything.pair_data import STATE_FILE, run_folder
+
+    alone = tmp_path / "train" / "adapter.safetensors"
+    assert run_folder(alone) == tmp_path / "train"
+    (tmp_path / STATE_FILE).write_text("{}")
+    assert run_folder(alone) == tmp_path
+    assert run_folder(tmp_path / "run" / "adapter.safetensors") == tmp_path / "run"
+
+
+def test_default_out_is_named_after_the_data_without_its_extension(tmp_path, capsys):
+    """`ee pair --data pairs.csv` without --out: `pairs.A-B` beside it (a folder keeps its whole name, dots
+    and all); a run begun under the older name, `pairs.csv.A-B`, goes on there."""
+    from embedeverything.pair_data import STATE_FILE, default_out
+
+    lines = ["words,sound"]
+    for i in range(3):  # too few to train: the run stops after ingest, its output folder made
+        write_tone(tmp_path / "snd" / f"{i}.wav", 0.5, 300.0, 8000)
+        lines.append(f"word {i},snd/{i}.wav")
+    table = tmp_path / "pairs.csv"
+    table.write_text("\n".join(lines) + "\n")
+    pair = ["pair", "--a", "test-text", "--b", "test-audio", "--data", str(table), "--a-col", "words"]
+    assert ee_main(*pair, "--b-col", "sound") == 2
+    assert "only 3 pairs" in capsys.readouterr().err
+    assert (tmp_path / "pairs.test-text-test-audio" / "manifest.jsonl").is_file()
+    assert not (tmp_path / "pairs.csv.test-text-test-audio").exists()
+
+    folder = tmp_path / "my.photos"
+    folder.mkdir()
+    assert default_out(folder, "x", "y") == tmp_path / "my.photos.x-y"
+    old = tmp_path / "t.jsonl.x-y"
+    old.mkdir()
+    (old / STATE_FILE).write_text("{}")
+    assert default_out(tmp_path / "t.jsonl", "x", "y") == old

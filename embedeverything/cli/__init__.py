@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..errors import DISK_FULL_EXIT, EEError, disk_full, is_disk_full
+from ..errors import DISK_FULL_EXIT, EEError, EEWarning, disk_full, is_disk_full
 
 # Each module adds its commands to ``app`` (or ``store_app``, both in .app) when imported.
 from . import embed as _embed  # noqa: F401
@@ -48,7 +48,11 @@ def _exc(name: str) -> tuple[type[BaseException], ...]:
 
 
 def _one_line_warnings() -> None:
-    """Warnings as ``warning: message`` lines, each said once per run (not once per call site)."""
+    """ee's own warnings (``EEWarning``) as ``warning: message`` lines, each said once per run (not once
+    per call site); other libraries' (Pillow, torch, zarr, numcodecs, dask) left out, here and in every
+    Python process this one starts (decoder and Dask workers inherit ``PYTHONWARNINGS``): they speak of
+    those libraries' internals, not of anything the person running ee can change. ``EE_DEBUG=1`` shows
+    them all, as Python would."""
     import warnings
 
     said: set[str] = set()
@@ -60,6 +64,9 @@ def _one_line_warnings() -> None:
             print(f"warning: {text}", file=sys.stderr)
 
     warnings.showwarning = show
+    warnings.simplefilter("ignore")
+    warnings.simplefilter("always", EEWarning)  # put in front of the one above: ours pass
+    os.environ["PYTHONWARNINGS"] = "ignore"
 
 
 def _unplaced_disk_full(e: Exception) -> str:

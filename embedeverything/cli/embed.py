@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import UserError
-from .app import app
+from .app import app, encoder_names, examples
 
 if TYPE_CHECKING:
     from ..chunks import EmbedReport
@@ -74,10 +74,21 @@ def default_store(manifest: Path) -> str:
     return str(manifest.parent / "store.zarr")
 
 
-@app.command("embed")
+@app.command(
+    "embed",
+    epilog=examples(
+        "ee embed videos/manifest.jsonl --encoder clip --side a",
+        "ee embed videos/manifest.jsonl -e vggish --side b --workers 4",
+    ),
+)
 def embed_cmd(
     manifest: Annotated[Path, typer.Argument(help="The manifest (from `ee ingest`).")],
-    encoder: Annotated[str, typer.Option("--encoder", "-e", help="Encoder name (see `ee encoders`).")],
+    encoder: Annotated[
+        str,
+        typer.Option(
+            "--encoder", "-e", help="Encoder name (see `ee encoders`).", autocompletion=encoder_names
+        ),
+    ],
     side: Annotated[str, typer.Option("--side", help="Which side of the pairs: a or b.")] = "a",
     opt: Annotated[
         list[str] | None, typer.Option("--opt", "-o", help="Encoder option key=value (repeat).")

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from .app import app
-from .output import JsonFlag, JsonOut, Output
+from .app import app, examples
+from .output import JsonFlag, JsonOut, Output, console, print_table
 
 
-@app.command("encoders")
+@app.command("encoders", epilog=examples("ee encoders", "ee encoders --json"))
 def encoders_cmd(
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
 ) -> None:
     """List installed encoders (modality, dim, weight source) and any broken plugins."""
-    from rich.console import Console
-    from rich.table import Table
-
     from ..plugins import Broken, registry
 
     reg = registry()
@@ -42,14 +39,11 @@ def encoders_cmd(
     out.json({"encoders": rows, "broken": broken})
     if not out.human:
         return
-    console = Console()
-    table = Table(title="Installed encoders")
-    for col in ("name", "modality", "dim", "weights", "plugin"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        table.add_row(r["name"], r["modality"], str(r["dim"]), r["weights"], r["plugin"])
-    console.print(table)
+    con = console()
+    columns = ("name", "modality", "dim", "weights", "plugin")
+    cells = [[r["name"], r["modality"], str(r["dim"]), r["weights"], r["plugin"]] for r in rows]
+    print_table(con, columns, cells, apart=("weights",), title="Installed encoders")
     if not rows:
-        console.print("No encoders installed. Install a plugin (see docs/plugins.md).")
+        con.print("No encoders installed. Install a plugin (see docs/plugins.md).")
     for b in broken:
-        console.print(f"[red]broken plugin[/red] {b['plugin']}: {b['reason']}", markup=True, highlight=False)
+        con.print(f"[red]broken plugin[/red] {b['plugin']}: {b['reason']}", markup=True, highlight=False)

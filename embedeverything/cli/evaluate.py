@@ -6,12 +6,12 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from .app import app
-from .output import JsonFlag, JsonOut, Output
+from .app import app, examples
+from .output import JsonFlag, JsonOut, Output, console
 
 #: the model card's Hugging Face metadata that no run can know (ee eval, ee pair)
 LicenseOption = Annotated[
@@ -22,15 +22,6 @@ DatasetOption = Annotated[
     list[str] | None,
     typer.Option(help="Hugging Face dataset id of the data, for the model card's metadata (repeat)."),
 ]
-
-
-def _console(file: Any = None) -> Any:
-    from rich.console import Console
-
-    c = Console(file=file)
-    if not c.is_terminal:  # a pipe or a file: wide enough for the tables, never wrapped
-        c = Console(file=file, width=160)
-    return c
 
 
 def _adapter_file(path: Path) -> None:
@@ -78,7 +69,13 @@ def _read_queries(source: Path | None) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-@app.command("eval")
+@app.command(
+    "eval",
+    epilog=examples(
+        "ee eval run/adapter.safetensors",
+        "ee eval run/adapter.safetensors --no-baselines --json-out report.json",
+    ),
+)
 def eval_cmd(
     adapter: Annotated[Path, typer.Argument(help="The adapter (.safetensors) to evaluate.")],
     store: Annotated[
@@ -129,7 +126,7 @@ def eval_cmd(
             "n_labels": len(zs.labels)
         }
     # with JSON on stdout, the tables are left out and the notes and files go to stderr
-    con = _console(sys.stdout if out.human else sys.stderr)
+    con = console(sys.stdout if out.human else sys.stderr)
     if out.human:
         con.print(report.table())
         con.print(report.diagnostics_table())
@@ -145,12 +142,20 @@ def eval_cmd(
     if out.json_out is not None and str(out.json_out) != "-":
         con.print(f"report: {out.json_out}")
     if card:
-        figures = sorted((adapter.parent / "figures").glob("*.png"))
+        from ..pair_data import run_folder
+
+        figures = sorted((run_folder(adapter) / "figures").glob("*.png"))
         con.print(f"model card: {write_model_card(data, report, figures, report.zeroshot, **meta)}")
     return 0
 
 
-@app.command("zeroshot")
+@app.command(
+    "zeroshot",
+    epilog=examples(
+        'ee zeroshot bark.wav --adapter run/adapter.safetensors --labels "dog,bell"',
+        "ee zeroshot --adapter run/adapter.safetensors --store videos/store.zarr",
+    ),
+)
 def zeroshot_cmd(
     files: Annotated[list[Path] | None, typer.Argument(help="Audio, image or video files to label.")] = None,
     adapter: Annotated[Path, typer.Option("--adapter", help="The adapter (.safetensors).")] = Path(
@@ -223,7 +228,14 @@ def zeroshot_cmd(
     return 0
 
 
-@app.command("query")
+@app.command(
+    "query",
+    epilog=examples(
+        "ee query run/adapter.safetensors dog.jpg --k 10",
+        'ee query run/adapter.safetensors "a dog barking"',
+        "ee query run/adapter.safetensors --queries queries.txt --json",
+    ),
+)
 def query_cmd(
     adapter: Annotated[Path, typer.Argument(help="The adapter (.safetensors).")],
     items: Annotated[
@@ -277,13 +289,24 @@ def query_cmd(
     return 0
 
 
-@app.command("export")
+@app.command(
+    "export",
+    epilog=examples(
+        "ee export videos/store.zarr --adapter run/adapter.safetensors",
+        "ee export videos/store.zarr --adapter run/adapter.safetensors --format npy",
+    ),
+)
 def export_cmd(
     store: Annotated[str, typer.Argument(help="The embedding store.")],
     adapter: Annotated[Path, typer.Option("--adapter", help="The adapter (.safetensors) to project with.")],
     format: Annotated[str, typer.Option("--format", help="parquet or npy.")] = "parquet",
     out: Annotated[
-        Path | None, typer.Option("--out", help="File (.parquet) or folder (default: ADAPTER_DIR/export).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="File (.parquet) or folder (default: OUT/export for an adapter of `ee pair --out OUT`, "
+            "else export/ beside the adapter).",
+        ),
     ] = None,
     normalize: Annotated[
         bool, typer.Option("--normalize/--no-normalize", help="L2-normalise (dot = cosine).")
@@ -292,22 +315,34 @@ def export_cmd(
     """The store's embeddings projected into the shared space, with their ids (Parquet or .npy)."""
     _adapter_file(adapter)
     from ..evaluate import export_embeddings
+    from ..pair_data import run_folder
 
     path = export_embeddings(
-        store, adapter, out or adapter.parent / "export", format=format, normalize=normalize
+        store, adapter, out or run_folder(adapter) / "export", format=format, normalize=normalize
     )
     print(f"exported: {path}")
     return 0
 
 
-@app.command("figures")
+@app.command(
+    "figures",
+    epilog=examples(
+        "ee figures run/adapter.safetensors",
+        "ee figures run/adapter.safetensors --out figs/ --max-points 500",
+    ),
+)
 def figures_cmd(
     adapter: Annotated[Path, typer.Argument(help="The adapter (.safetensors).")],
     store: Annotated[
         str | None, typer.Option(help="Store (default: the one the adapter was trained on).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Folder for the PNGs (default: ADAPTER_DIR/figures).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for the PNGs (default: OUT/figures for an adapter of `ee pair --out OUT`, "
+            "else figures/ beside the adapter).",
+        ),
     ] = None,
     split: Annotated[
         Path | None, typer.Option(help="split.json (default: the one next to the adapter).")
@@ -319,6 +354,7 @@ def figures_cmd(
     """UMAP figures like the paper's: by class before/after the head, both modalities, linked pairs."""
     from ..errors import UserError
     from ..evaluate import make_figures
+    from ..pair_data import run_folder
 
     if max_points < 8:
         raise UserError(f"--max-points must be >= 8, not {max_points}")
@@ -326,7 +362,7 @@ def figures_cmd(
     with _steps_display() as on_step:
         paths = make_figures(
             adapter,
-            out or adapter.parent / "figures",
+            out or run_folder(adapter) / "figures",
             store,
             split,
             seed=seed,

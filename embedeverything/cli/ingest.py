@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .app import app
+from .app import app, examples
 
 if TYPE_CHECKING:
     from ..ingest import IngestOptions, IngestResult
@@ -80,7 +80,12 @@ def _run(
     return _report(result)
 
 
-@ingest_app.command("videos")
+@ingest_app.command(
+    "videos",
+    epilog=examples(
+        "ee ingest videos videos/", "ee ingest videos videos/ --every 2 --window 3 -o videos.jsonl"
+    ),
+)
 def videos_cmd(
     folder: Annotated[Path, typer.Argument(help="Folder of videos (searched recursively).")],
     out: Out = None,
@@ -98,7 +103,13 @@ def videos_cmd(
     return _run(ingest_videos, workers, timeout, strict, folder=folder, out=out, plan=plan)
 
 
-@ingest_app.command("vggsound")
+@ingest_app.command(
+    "vggsound",
+    epilog=examples(
+        "ee ingest vggsound vggsound.csv clips/",
+        'ee ingest vggsound vggsound.csv clips/ --pattern "{id}.mp4" --frames 3',
+    ),
+)
 def vggsound_cmd(
     csv: Annotated[Path, typer.Argument(help="VGG-Sound CSV: youtube_id,start_seconds,label,split.")],
     folder: Annotated[Path, typer.Argument(help="Folder of the downloaded clips.")],
@@ -130,7 +141,9 @@ def vggsound_cmd(
     )
 
 
-@ingest_app.command("pairs")
+@ingest_app.command(
+    "pairs", epilog=examples("ee ingest pairs photos/", "ee ingest pairs photos/ -o photos.jsonl --strict")
+)
 def pairs_cmd(
     folder: Annotated[Path, typer.Argument(help="Folder of files paired by stem (dog.jpg + dog.wav).")],
     out: Out = None,
@@ -144,7 +157,13 @@ def pairs_cmd(
     return _run(ingest_pairs, workers, timeout, strict, folder=folder, out=out)
 
 
-@ingest_app.command("table")
+@ingest_app.command(
+    "table",
+    epilog=examples(
+        "ee ingest table pairs.csv --a image --b caption",
+        "ee ingest table pairs.jsonl --a audio --b text --label class",
+    ),
+)
 def table_cmd(
     table: Annotated[Path, typer.Argument(help="A .csv or .jsonl file, one row per pair.")],
     a: Annotated[str | None, typer.Option("--a", help="Column of side a (paths or text).")] = None,

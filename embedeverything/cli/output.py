@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,6 +52,63 @@ class Output:
     @property
     def wanted(self) -> bool:
         return self.json_to_stdout or self.json_out is not None
+
+
+#: the width of a console writing to a pipe or a file: no line there is ever wrapped or cut
+UNBOUNDED = 100_000
+
+
+def console(file: Any = None) -> Any:
+    """A rich console for results: a terminal's own width; a pipe or a file takes lines of any length, so
+    that a program reading them (grep, a log) gets each row whole on one line."""
+    from rich.console import Console
+
+    c = Console(file=file)
+    if not c.is_terminal:
+        c = Console(file=file, width=UNBOUNDED)
+    return c
+
+
+def print_table(
+    con: Any,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    apart: Sequence[str] = (),
+    title: str = "",
+) -> None:
+    """Rows as one table. On a terminal too narrow for it, the ``apart`` columns (free text, paths) leave
+    the table and follow it as ``column: value`` lines under each row's first cell, wrapped at spaces with
+    long words (paths) kept whole on lines of their own: a path cut into pieces cannot be copied."""
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    def table(cols: Sequence[str]) -> Table:
+        t = Table(title=title or None)
+        at = [columns.index(c) for c in cols]
+        for c in cols:
+            t.add_column(c, overflow="fold")
+        for r in rows:
+            t.add_row(*(r[i] for i in at))
+        return t
+
+    whole = table(columns)
+    natural = Measurement.get(con, con.options.update_width(UNBOUNDED), whole).maximum
+    if not apart or natural <= con.width:
+        con.print(whole)
+        return
+    con.print(table([c for c in columns if c not in apart]))
+    for r in rows:
+        con.print(r[0], markup=False, highlight=False)
+        for c in apart:
+            text = textwrap.fill(
+                r[columns.index(c)],
+                width=con.width,
+                initial_indent=f"  {c}: ",
+                subsequent_indent="    ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+            con.print(text, soft_wrap=True, markup=False, highlight=False)
 
 
 def old_json_usage(argv: list[str]) -> str | None:

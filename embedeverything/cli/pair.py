@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app
+from .app import app, encoder_names, examples
 from .embed import embed_callbacks, parse_options, stage_display
 from .evaluate import DatasetOption, LicenseOption
 from .train import AnchorsOption, RefitOption, exit_interrupted, resume_note
@@ -141,13 +141,26 @@ def _summary_lines(result: Any) -> list[str]:
     return lines
 
 
-@app.command("pair")
+@app.command(
+    "pair",
+    epilog=examples(
+        "ee pair --a clip --b vggish --data videos/",
+        "ee pair --a clip --b vggish --data vggsound.csv --clips clips/",
+        "ee pair --a clip --b clip-text --data pairs.csv --a-col image --b-col caption",
+    ),
+)
 def pair_cmd(
-    a: Annotated[str, typer.Option("--a", help="Encoder of side a (see `ee encoders`).")],
-    b: Annotated[str, typer.Option("--b", help="Encoder of side b.")],
+    a: Annotated[
+        str, typer.Option("--a", help="Encoder of side a (see `ee encoders`).", autocompletion=encoder_names)
+    ],
+    b: Annotated[str, typer.Option("--b", help="Encoder of side b.", autocompletion=encoder_names)],
     data: Annotated[Path, typer.Option(help="Videos folder, paired-files folder, table, or VGG-Sound CSV.")],
     out: Annotated[
-        Path | None, typer.Option(help="Output folder (default: <data>.<a>-<b> beside the data).")
+        Path | None,
+        typer.Option(
+            help="Output folder (default: DATA.A-B beside the data, without a file's extension: "
+            "pairs.csv -> pairs.clip-vggish)."
+        ),
     ] = None,
     kind: Annotated[
         str | None, typer.Option(help="videos | vggsound | pairs | table (default: detected).")
@@ -264,7 +277,7 @@ def _run(a: str, b: str, data: Path, out: Path | None, options: dict[str, Any]) 
     return result.exit_code
 
 
-@app.command("demo")
+@app.command("demo", epilog=examples("ee demo", "ee demo --classes 3 --clips-per-class 4 --out small-demo"))
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the demo videos and results.")] = Path("ee-demo"),
     clips_per_class: Annotated[int, typer.Option(help="Videos per class.")] = 8,

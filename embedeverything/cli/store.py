@@ -8,20 +8,19 @@ from typing import Annotated
 
 import typer
 
-from .app import store_app
-from .output import JsonFlag, JsonOut, Output
+from .app import examples, store_app
+from .output import JsonFlag, JsonOut, Output, console, print_table
 
 
-@store_app.command("info")
+@store_app.command(
+    "info", epilog=examples("ee store info videos/store.zarr", "ee store info s3://bucket/store.zarr --json")
+)
 def info_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
 ) -> None:
     """Arrays, encoder identities and done / failed counts."""
-    from rich.console import Console
-    from rich.table import Table
-
     from ..store import Store
 
     s = Store.open(store, read_only=True)
@@ -43,28 +42,33 @@ def info_cmd(
     out.json({"store": store, "rows": s.n_rows, "arrays": arrays})
     if not out.human:
         return
-    console = Console()
-    console.print(f"store {store}: {s.n_rows} rows")
-    table = Table()
-    for col in ("array", "side", "encoder", "dim", "done", "failed", "pending", "model", "weights"):
-        table.add_column(col, overflow="fold")
+    con = console()
+    con.print(f"store {store}: {s.n_rows} rows")
+    columns = ("array", "side", "encoder", "dim", "done", "failed", "pending", "model", "weights")
+    cells = []
     for a in arrays:
         ident = a["identity"] or {}
-        table.add_row(
-            a["key"],
-            a["side"],
-            a["encoder"],
-            str(a["dim"]),
-            str(a["done"]),
-            str(a["failed"]),
-            str(a["pending"]),
-            ident.get("model_id", "-"),
-            ident.get("weights", "-") + (f" (seed {ident['seed']})" if ident.get("seed") is not None else ""),
+        seed = f" (seed {ident['seed']})" if ident.get("seed") is not None else ""
+        counts = [str(a[k]) for k in ("dim", "done", "failed", "pending")]
+        cells.append(
+            [
+                a["key"],
+                a["side"],
+                a["encoder"],
+                *counts,
+                ident.get("model_id", "-"),
+                ident.get("weights", "-") + seed,
+            ]
         )
-    console.print(table)
+    print_table(con, columns, cells, apart=("model", "weights"))
 
 
-@store_app.command("failures")
+@store_app.command(
+    "failures",
+    epilog=examples(
+        "ee store failures videos/store.zarr", "ee store failures videos/store.zarr --array a.clip-3f9c0d2e1a"
+    ),
+)
 def failures_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     array: Annotated[str | None, typer.Option(help="Only this array (see `ee store info`).")] = None,
@@ -106,7 +110,7 @@ def _remove(location: str, keys: list[str], only_empty: bool = False) -> None:
         print(f"removed {key}")
 
 
-@store_app.command("rm")
+@store_app.command("rm", epilog=examples("ee store rm videos/store.zarr a.clip-3f9c0d2e1a"))
 def rm_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     keys: Annotated[list[str], typer.Argument(help="Arrays to remove (see `ee store info`).")],
@@ -115,7 +119,9 @@ def rm_cmd(
     _remove(store, keys)
 
 
-@store_app.command("prune")
+@store_app.command(
+    "prune", epilog=examples("ee store prune videos/store.zarr --dry-run", "ee store prune videos/store.zarr")
+)
 def prune_cmd(
     store: Annotated[str, typer.Argument(help="Store path or URL.")],
     dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,

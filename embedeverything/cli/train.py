@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from .app import app
+from .app import app, examples
 
 if TYPE_CHECKING:
     from ..train.trainer import EpochReport
@@ -106,7 +106,14 @@ class _EpochBar:
             self.bar.stop()
 
 
-@app.command("train")
+@app.command(
+    "train",
+    epilog=examples(
+        "ee train videos/store.zarr --out run/",
+        "ee train videos/store.zarr --out run/ --a clip --b vggish --epochs 50",
+        "ee train videos/store.zarr --out run/ --preset paper",
+    ),
+)
 def train_cmd(
     store: Annotated[str, typer.Argument(help="The embedding store (path or URL).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder: adapter, split, metrics, checkpoint.")],

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import app
+from .app import app, encoder_names, examples
 from .output import JsonFlag, JsonOut, Output
 
 weights_app = typer.Typer(
@@ -20,7 +20,10 @@ weights_app = typer.Typer(
 app.add_typer(weights_app, name="weights")
 
 EncoderArg = Annotated[
-    str | None, typer.Argument(help="Encoder name (see `ee encoders`); default: every encoder.")
+    str | None,
+    typer.Argument(
+        help="Encoder name (see `ee encoders`); default: every encoder.", autocompletion=encoder_names
+    ),
 ]
 OptOption = Annotated[
     list[str] | None,
@@ -47,7 +50,7 @@ def _files(encoder: str | None, opt: list[str] | None) -> list[tuple[str, list[A
     return out
 
 
-@weights_app.command("list")
+@weights_app.command("list", epilog=examples("ee weights list", "ee weights list clip --json"))
 def list_cmd(
     encoder: EncoderArg = None,
     opt: OptOption = None,
@@ -78,7 +81,9 @@ def list_cmd(
     return 0
 
 
-@weights_app.command("fetch")
+@weights_app.command(
+    "fetch", epilog=examples("ee weights fetch clip", "ee weights fetch clip --opt arch=ViT-L-14")
+)
 def fetch_cmd(
     encoder: EncoderArg = None,
     opt: OptOption = None,
@@ -95,7 +100,7 @@ def fetch_cmd(
     return 0
 
 
-@weights_app.command("verify")
+@weights_app.command("verify", epilog=examples("ee weights verify", "ee weights verify vggish"))
 def verify_cmd(
     encoder: EncoderArg = None,
     opt: OptOption = None,

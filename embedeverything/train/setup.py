@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..encoder import EncoderIdentity
-from ..errors import UserError
+from ..errors import EEWarning, UserError
 from ..heads import Head, HeadKind, HeadSpec
 from ..store import EmbeddingArray, Store, paired_rows
 from .checkpoint import (
@@ -290,6 +290,7 @@ def _start_state(run: Run, ckpt: Checkpoint | None) -> tuple[TrainState, int | N
             warnings.warn(
                 f"{run.out} has no checkpoint of the epochs in {run.metrics_path.name} (a run stopped before "
                 f"its first one, or of other settings): starting {what} over",
+                EEWarning,
                 stacklevel=2,
             )
         run.metrics_path.unlink(missing_ok=True)
