@@ -299,7 +299,7 @@ def main() -> None:
         for s in seeds:
             out = runs / f"cross_s{s}.json"
             ee("eval", str(runs / f"emoji-google_s{s}" / "train" / "adapter.safetensors"),
-               "--store", str(runs / f"emoji-twitter_s{s}" / "store.zarr"), "--json", str(out), "--no-card")  # fmt: skip
+               "--store", str(runs / f"emoji-twitter_s{s}" / "store.zarr"), "--json-out", str(out), "--no-card")  # fmt: skip
             cross.append(json.loads(out.read_text()))
         print_table(
             "cross-style: trained on emoji-google, evaluated on emoji-twitter",
