@@ -320,7 +320,8 @@ def test_export_parquet_and_npy(mlp_run, tmp_path):
     ids_b = [i for i, s in zip(t["id"].to_pylist(), t["side"].to_pylist(), strict=True) if s == "b"]
     assert "p3" not in ids_b and len(set(ids_b)) == N - 2
     emb = np.asarray(t["embedding"].to_pylist(), np.float32)
-    assert emb.shape == (2 * N - 2, 32) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    dim = load_adapter(res.adapter_path).config.shared_dim  # the heads' 32, plus an anchor part if chosen
+    assert emb.shape == (2 * N - 2, dim) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
     assert set(t["label"].to_pylist()) == {f"class{i}" for i in range(4)}
     assert (
         ee_main(
@@ -337,7 +338,7 @@ def test_export_parquet_and_npy(mlp_run, tmp_path):
     )
     b = np.load(tmp_path / "n" / "b.npy")
     ids = (tmp_path / "n" / "b.ids.txt").read_text().split()
-    assert b.shape == (N - 2, 32) and len(ids) == N - 2 and ids[3] == "p5"
+    assert b.shape == (N - 2, dim) and len(ids) == N - 2 and ids[3] == "p5"
     # row p5 of the store, projected by hand, is line 3
     ad = load_adapter(res.adapter_path)
     raw = Store.open(store).find(side="b")[0].read(np.array([5]))
