@@ -233,7 +233,8 @@ def subset_table(table: Path, split: dict, n_train: int | None, seed: int, out: 
 
 def split_ids(run: Path) -> dict[str, list[str]]:
     data = json.loads((run / "train" / "split.json").read_text())
-    return {k: data[k] for k in ("train", "val", "test")}
+    parts = data.get("parts", data)  # the ids of each part
+    return {k: parts[k] for k in ("train", "val", "test")}
 
 
 def curve(table: Path, runs: Path, seeds: list[int]) -> None:
