@@ -42,6 +42,8 @@ SIDES = ("a", "b")
 
 def lancedb() -> Any:
     """The lancedb module, or the one-line error naming the extra that brings it."""
+    # LanceDB's own log lines (a table "will be created") would reach the user's terminal otherwise
+    os.environ.setdefault("LANCE_LOG", "error")
     try:
         import lancedb as module
     except ImportError:
