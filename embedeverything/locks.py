@@ -4,6 +4,7 @@
   arrays change under it, so concurrent ``ee embed`` runs on one store (other sides, encoders, manifests)
   append their rows one after the other and never both create one group.
 - ``<array>.lock`` (refused when taken): one writer per array for a whole run; it owns the array's chunks.
+- ``exclusive_lock``, the rule behind the array lock, also keeps one ``ee index`` per search index.
 
 Object storage has no such lock: there, one writer per store at a time is the rule (docs/store.md).
 """
