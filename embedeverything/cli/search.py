@@ -68,7 +68,12 @@ def index_cmd(
     for why in report.rebuilt:
         out.print(f"rebuilt: {why}")
     for s in report.sides:
-        how = f"ANN ({INDEX_TYPE})" if s.ann else "exact search"
+        how = "exact search"
+        if s.ann:
+            how = f"ANN ({INDEX_TYPE}, nprobes {s.search.get('nprobes', '?')}"
+            if "recall_at_10" in s.search:
+                how += f", recall@10 {s.search['recall_at_10']:.3f} on {s.search['queries']} of its rows"
+            how += ")"
         rebuilt = f"; rebuilt: {s.rebuilt}" if s.rebuilt else ""
         out.print(
             f"side {s.side} ({s.array}): {s.rows} rows, {s.added} added, {s.relabelled} relabelled; "

@@ -30,7 +30,7 @@ from ..inference import (
     side_encoder,
     side_for_modality,
 )
-from ..search.lookup import SearchIndex, nearest, open_index
+from ..search.lookup import SearchIndex, open_index
 from ..search.state import default_index
 from ..store import Store
 from .data import matching_array, projected_chunks, resolve_store_location
@@ -191,8 +191,7 @@ def _search(
         table, why = found.usable(side, arr, n_rows)
         if table is not None:
             unit = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
-            scores, rows = nearest(table, unit.astype(np.float32), k)
-            return scores, rows, found.describe(table)
+            return found.search(side, table, unit.astype(np.float32), k)
         warnings.warn(
             f"index {found.path} is stale for side {side} ({why}): searching exactly; "
             "run `ee index` to bring it up to date",

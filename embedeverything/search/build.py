@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..evaluate.data import matching_array, projected_chunks, resolve_store_location
 from ..manifest import Pair, read_manifest
 from ..store import DONE, EmbeddingArray, Store, local_path
+from .lookup import calibrate
 from .state import (
     ANN_MIN_ROWS,
     SIDES,
@@ -45,6 +46,7 @@ class SideReport:
     relabelled: int
     ann: bool  # an ANN index serves this side (else exact search)
     rebuilt: str = ""  # why this side's table was made anew
+    search: dict[str, Any] = field(default_factory=dict)  # an ANN index's probes and measured recall
 
 
 @dataclass
@@ -102,13 +104,20 @@ def build_index(
             if why:
                 _drop(db, s)
         # the record first: which rows are indexed is read from the tables, never from it
-        write_record(index_dir, {**new, "arrays": {**kept, **new["arrays"]}})
+        record = {**new, "arrays": {**kept, **new["arrays"]}}
+        record["search"] = {s: v for s, v in (old or {}).get("search", {}).items() if s in kept}
+        write_record(index_dir, record)
         meta = store.rows()
         pairs = {p.id: p for p in m.pairs}
         for s in sides:
-            report.sides.append(
-                _index_side(db, s, adapter, arrays[s], meta, (pairs, m.root), ann_min_rows, stale[s])
-            )
+            side = _index_side(db, s, adapter, arrays[s], meta, (pairs, m.root), ann_min_rows, stale[s])
+            if side.ann and (side.added or side.rebuilt or s not in record["search"]):
+                record["search"][s] = calibrate(_open(db, s))
+            elif not side.ann:
+                record["search"].pop(s, None)
+            side.search = record["search"].get(s, {})
+            report.sides.append(side)
+        write_record(index_dir, record)
     return report
 
 
@@ -164,7 +173,10 @@ def _index_side(
         if not ann:
             from lancedb.index import IvfFlat
 
-            table.create_index("vector", config=IvfFlat(distance_type="dot"))
+            from . import state
+
+            config = IvfFlat(distance_type="dot", target_partition_size=state.PARTITION_ROWS)
+            table.create_index("vector", config=config)
             ann = True
         elif added:
             table.optimize()  # folds the new rows into the ANN index

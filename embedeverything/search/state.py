@@ -36,7 +36,14 @@ SEARCH_EXTRA = "pip install 'embedeverything[search]'"
 #: a side with fewer rows is searched exactly; from here on an ANN index pays (docs/search.md)
 ANN_MIN_ROWS = 50_000
 INDEX_TYPE = "IVF_FLAT"
+#: rows per IVF partition (LanceDB's default): about one partition per this many rows
+PARTITION_ROWS = 4096
+#: partitions probed at the least; ``ee index`` doubles it until its recall check passes
 NPROBES = 20
+MAX_NPROBES = 4096
+#: recall@10 an ANN index must reach on its own rows, or it is probed deeper
+TARGET_RECALL = 0.97
+CALIBRATION_QUERIES = 64
 SIDES = ("a", "b")
 
 
