@@ -3,15 +3,17 @@
 An index is a folder (default ``ADAPTER_DIR/index``, on local disk even for a remote store) holding a
 LanceDB database with one table per side (``side_a``, ``side_b``: a query searches one side, and one
 table per side keeps an ANN index's partitions to that side's vectors) and ``ee-index.json``, the
-index's own record: the adapter's file hash, the store, and each side's array (key and identity hash).
+index's own record: the adapter's file hash, the store, each side's array (key and identity hash) and
+each ANN index's probes and measured recall.
 When any of those differs from what is asked about, the index is stale: ``ee index`` rebuilds it and
 ``ee query`` searches exactly, saying why. Which rows it holds is read from the tables themselves, so a
 run cut short never leaves a record that claims rows the tables lack.
 
 Search settings (docs/search.md has the measurement): below :data:`ANN_MIN_ROWS` rows a side is searched
-exactly (LanceDB's flat scan); from there an IVF_FLAT index probed :data:`NPROBES` partitions deep.
-IVF_PQ's compressed codes lost most true neighbours on clustered data even with a refine step, while
-IVF_FLAT keeps full vectors in its partitions and so only a partition left unprobed can miss a hit.
+exactly (LanceDB's flat scan); from there an IVF_FLAT index, probed at least :data:`NPROBES` partitions
+deep and deeper where ``ee index``'s recall check asks for it (``lookup.calibrate``). IVF_PQ's
+compressed codes lost most true neighbours on clustered data even with a refine step, while IVF_FLAT
+keeps full vectors in its partitions and so only a partition left unprobed can miss a hit.
 """
 
 from __future__ import annotations
