@@ -254,6 +254,13 @@ def test_a_stale_index_is_named_and_searched_exactly(text_run, tmp_path, capsys)
     assert "rebuilt: the adapter changed since it was indexed" in capsys.readouterr().out
     assert ee_main(*query) == 0
     assert "searched: index" in capsys.readouterr().err
+    # a record that cannot be read: searched exactly, and made anew by the next ee index
+    (tmp_path / "index" / "ee-index.json").write_text("{not json")
+    assert ee_main(*query) == 0
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "searched: exact scan" in err, err
+    assert ee_main("index", str(mine), "--store", store) == 0
+    assert "rebuilt: cannot read" in capsys.readouterr().out
 
 
 def test_a_second_builder_is_refused_naming_the_first(text_run, tmp_path, capsys):

@@ -93,8 +93,12 @@ def build_index(
     with build_lock(index_dir):
         db = ldb.connect(str(index_dir))
         new = current_record(path, location, arrays)
-        old = read_record(index_dir)
-        report = IndexReport(index_dir, new["store"], whole_staleness(old, new) if old else [])
+        try:
+            old = read_record(index_dir)
+            report = IndexReport(index_dir, new["store"], whole_staleness(old, new) if old else [])
+        except UserError as e:  # unreadable: made anew, as a stale one is
+            old = None
+            report = IndexReport(index_dir, new["store"], [str(e)])
         if report.rebuilt:
             for s in SIDES:
                 _drop(db, s)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserError
 from ..store import DONE, EmbeddingArray
 from .state import (
     CALIBRATION_QUERIES,
@@ -95,7 +96,10 @@ def open_index(
     """The index at ``index_dir`` with its staleness for this adapter and store; None where there is
     none, or lancedb is not installed (then ``ee query`` scans, as it does without an index)."""
     path = Path(index_dir)
-    record = read_record(path)
+    try:
+        record = read_record(path)
+    except UserError as e:  # an index that cannot be read is stale, not a reason to refuse the query
+        return SearchIndex(path, None, {}, [str(e)])
     if record is None or not lancedb_installed():
         return None
     import lancedb
