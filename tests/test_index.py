@@ -179,8 +179,9 @@ def test_incremental_by_row_set_after_retried_rows_and_a_grown_store(tmp_path, c
     store = clustered_store(store_path, 200, failed_b=(5, 130))
     adapter = train(store, None, None, tmp_path / "run", make_config(epochs=1, **FAST)).adapter_path
     index = tmp_path / "run" / "index"
-    assert ee_main("index", str(adapter)) == 0
-    assert "198 rows, 198 added" in capsys.readouterr().out
+    assert ee_main("index", str(adapter), "--ann-min-rows", "150") == 0  # ANN from the first run
+    out = capsys.readouterr().out
+    assert "198 rows, 198 added" in out and "ANN (IVF_FLAT, nprobes" in out, out
     s = Store.open(store)
     arr = s.find(side="b")[0]
 
@@ -216,9 +217,10 @@ def test_incremental_by_row_set_after_retried_rows_and_a_grown_store(tmp_path, c
             state[max(200, lo) - lo :] = DONE
             a.write_chunk(k, data, state, list(errors))
     assert staleness() == "40 rows of side b embedded since it was indexed"
-    assert ee_main("index", str(adapter)) == 0
+    assert ee_main("index", str(adapter), "--ann-min-rows", "150") == 0  # folded into the ANN index
     out = capsys.readouterr().out
-    assert "side a" in out and out.count("240 rows, 40 added, 1 relabelled") == 2, out
+    assert "side a" in out and out.count("240 rows, 40 added, 1 relabelled; ANN") == 2, out
+    assert _table(index, "b").index_stats("vector_idx").num_unindexed_rows == 0
     table = _table(index, "b").search().select(["row", "label", "path", "start"]).limit(None).to_arrow()
     got = {r["row"]: r for r in table.to_pylist()}
     assert sorted(got) == list(range(240)) and got[3]["label"] == "renamed"
