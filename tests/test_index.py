@@ -193,7 +193,7 @@ def test_incremental_by_row_set_after_retried_rows_and_a_grown_store(tmp_path, c
 
     def staleness() -> str:
         found = open_index(index, adapter, store, {"b": arr})
-        return found.usable("b", arr, s.n_rows)[1]
+        return found.usable("b", arr, s.ids())[1]
 
     retry(130)  # a later chunk finishes first
     assert staleness() == "1 rows of side b embedded since it was indexed"
@@ -265,6 +265,29 @@ def test_a_stale_index_is_named_and_searched_exactly(text_run, tmp_path, capsys)
     assert "rebuilt: cannot read" in capsys.readouterr().out
 
 
+def test_a_store_made_anew_in_place_is_stale(text_run, tmp_path, capsys):
+    root, store, adapter = text_run
+    place = tmp_path / "s.zarr"
+    shutil.copytree(store, place)
+    shutil.copy(root / "manifest.jsonl", tmp_path / "manifest.jsonl")
+    index = ["--index", str(tmp_path / "ix")]
+    assert ee_main("index", str(adapter), "--store", str(place), *index) == 0
+    shutil.rmtree(place)  # the same place, the same arrays, other ids
+    other = [
+        Pair(id=f"q{i}", a=MediaRef(kind="text", text=f"x {i}"), b=MediaRef(kind="text", text=f"y {i}"))
+        for i in range(60)
+    ]
+    m = write_manifest(tmp_path / "m2.jsonl", other, "text", "text")
+    embed_side(str(place), str(m), "a", "test-text", {"dim": 12}, chunk_rows=16)
+    embed_side(str(place), str(m), "b", "test-text", {"dim": 20, "seed": 1}, chunk_rows=16)
+    capsys.readouterr()
+    assert ee_main("query", str(adapter), "word3", "--against", str(place), *index) == 0
+    err = capsys.readouterr().err
+    assert "ids of side b differ" in err and "searched: exact scan" in err, err
+    assert ee_main("index", str(adapter), "--store", str(place), "--manifest", str(m), *index) == 0
+    assert "rebuilt: the store's rows are no longer the indexed ones" in capsys.readouterr().out
+
+
 def test_a_second_builder_is_refused_naming_the_first(text_run, tmp_path, capsys):
     from embedeverything.search.state import build_lock
 
@@ -273,6 +296,10 @@ def test_a_second_builder_is_refused_naming_the_first(text_run, tmp_path, capsys
         assert ee_main("index", str(adapter), "--index", str(tmp_path / "ix")) == 2
     err = capsys.readouterr().err
     assert f"is being built by pid {os.getpid()}" in err and err.count("\n") == 1, err
+    # beside a running `ee embed` (which holds its array's writer lock) it reads the done rows
+    s = Store.open(text_run[1])
+    with s.writer_lock(s.find(side="b")[0].key):
+        assert ee_main("index", str(adapter), "--index", str(tmp_path / "ix")) == 0
 
 
 def test_user_mistakes_are_one_line(text_run, tmp_path, capsys):

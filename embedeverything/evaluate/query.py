@@ -165,7 +165,7 @@ def query_many(
         idx = [i for i, r in enumerate(results) if r.gallery == g]
         arr = arrays[g]
         queries = np.stack([embedded[i][0] for i in idx])
-        scores, rows, searched = _search(adapter, g, arr, queries, k, found, len(meta["id"]))
+        scores, rows, searched = _search(adapter, g, arr, queries, k, found, meta["id"])
         if scores.shape[1] == 0:
             raise UserError(f"array {arr.key} of store {store.location} has no embedded rows to search")
         for i, sc, rw in zip(idx, scores.tolist(), rows.tolist(), strict=True):
@@ -184,11 +184,11 @@ def _search(
     queries: np.ndarray,
     k: int,
     found: SearchIndex | None,
-    n_rows: int,
+    ids: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(scores, rows, how it was searched): through the index where it is current, else exactly."""
     if found is not None:
-        table, why = found.usable(side, arr, n_rows)
+        table, why = found.usable(side, arr, ids)
         if table is not None:
             unit = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
             return found.search(side, table, unit.astype(np.float32), k)

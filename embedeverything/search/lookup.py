@@ -42,8 +42,9 @@ class SearchIndex:
     record: dict[str, Any]
     stale: list[str] = field(default_factory=list)
 
-    def usable(self, side: str, arr: EmbeddingArray, n_rows: int) -> tuple[Any, str]:
-        """(the side's table, "") when it holds exactly the array's done rows, else (None, why not)."""
+    def usable(self, side: str, arr: EmbeddingArray, ids: np.ndarray) -> tuple[Any, str]:
+        """(the side's table, "") when it holds exactly the array's done rows under the store's ids
+        (``ids``, in row order), else (None, why not)."""
         if self.stale:
             return None, "; ".join(self.stale)
         why = side_staleness(self.record, {"arrays": {side: array_record(arr)}}, side)
@@ -55,8 +56,13 @@ class SearchIndex:
             table = self.db.open_table(table_name(side))
         except (ValueError, FileNotFoundError):
             return None, f"side {side} has no rows in it"
-        have = table.search().select(["row"]).limit(None).to_arrow()["row"].to_numpy()
-        done = np.flatnonzero(arr.state()[:n_rows] == DONE)
+        cur = table.search().select(["row", "id"]).limit(None).to_arrow()
+        have = cur["row"].to_numpy().astype(np.int64)
+        done = np.flatnonzero(arr.state()[: len(ids)] == DONE)
+        if (have >= len(ids)).any() or (
+            ids[np.minimum(have, len(ids) - 1)] != cur["id"].to_numpy(False)
+        ).any():
+            return None, f"the store's rows are no longer the indexed ones (ids of side {side} differ)"
         if not np.array_equal(np.sort(have), done):
             new = np.setdiff1d(done, have).size
             gone = np.setdiff1d(have, done).size
