@@ -4,6 +4,7 @@
   arrays change under it, so concurrent ``ee embed`` runs on one store (other sides, encoders, manifests)
   append their rows one after the other and never both create one group.
 - ``<array>.lock`` (refused when taken): one writer per array for a whole run; it owns the array's chunks.
+- ``exclusive_lock``, the rule behind the array lock, also keeps one ``ee index`` per search index.
 
 Object storage has no such lock: there, one writer per store at a time is the rule (docs/store.md).
 """
@@ -42,15 +43,25 @@ def array_lock(store_path: Path | None, key: str) -> Iterator[None]:
     if store_path is None:
         yield
         return
+    (store_path / LOCK_DIR).mkdir(exist_ok=True)
+    with exclusive_lock(store_path / LOCK_DIR / f"{key}.lock", f"array {key} is being written by"):
+        yield
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: str) -> Iterator[None]:
+    """Hold the lock file at ``path`` for a whole run, or refuse at once with ``busy`` and the holder's
+    pid (``array X is being written by`` ... ``pid 123``): the one rule for every one-writer-at-a-time
+    thing, the store's arrays and the search index alike."""
     import fcntl
 
-    with _lock_file(store_path, key) as f:
+    with open(path, "a+") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             f.seek(0)
             other = f.read().strip() or "another process"
-            raise UserError(f"array {key} is being written by {other}; wait for it or stop it") from None
+            raise UserError(f"{busy} {other}; wait for it or stop it") from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()}")

@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q torch==2.14.1 torchvision==0.29.1
-python -m pip install -q -e ".[dask,eval,dev]"
+python -m pip install -q -e ".[dask,eval,dev,search]"
 if [ "${1:-}" = "--tests" ]; then
   python -m pip install -q -e tests/ee-testenc
   for ex in examples/ee-*/; do

@@ -28,6 +28,7 @@ LAYERS = {
     "embedeverything.train": 1,
     "embedeverything.evaluate": 1,
     "embedeverything.demo": 1,
+    "embedeverything.search": 1,
     "embedeverything.pairing": 2,
     "embedeverything.pair_api": 2,
     "embedeverything.pair_data": 2,

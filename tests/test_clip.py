@@ -99,7 +99,7 @@ def test_listing_and_help_do_not_import_torch() -> None:
         "            main(argv)\n"
         "        except SystemExit:\n"
         "            pass\n"
-        "heavy = [m for m in ('torch', 'open_clip', 'torchvggish') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'open_clip', 'torchvggish', 'lancedb', 'pyarrow') if m in sys.modules]\n"
         "out = buf.getvalue()\n"
         "print(json.dumps({'heavy': heavy, 'listing': json.loads(out[out.index('{\\n'):])}))\n"
     )

@@ -234,6 +234,7 @@ def zeroshot_cmd(
         "ee query run/adapter.safetensors dog.jpg --k 10",
         'ee query run/adapter.safetensors "a dog barking"',
         "ee query run/adapter.safetensors --queries queries.txt --json",
+        'ee query run/adapter.safetensors "a bell" --index run/index',
     ),
 )
 def query_cmd(
@@ -256,11 +257,16 @@ def query_cmd(
     side: Annotated[
         str | None, typer.Option(help="The adapter side the input goes through (a or b).")
     ] = None,
+    index: Annotated[
+        Path | None,
+        typer.Option("--index", help="Search index of `ee index` (default: index/ beside the adapter)."),
+    ] = None,
     as_json: JsonFlag = False,
     json_out: JsonOut = None,
 ) -> int:
     """The nearest stored items of the other modality for each input (the encoders load once).
 
+    An index of `ee index` answers when it is current; a stale one is named and the store scanned.
     JSON is a list with one result per query."""
     from dataclasses import asdict
 
@@ -274,8 +280,10 @@ def query_cmd(
         raise UserError(f"--k must be >= 1, not {k}")
     from ..evaluate import query_many
 
-    results = query_many(adapter, wanted, against, k=k, side=side)
+    results = query_many(adapter, wanted, against, k=k, side=side, index=index)
     out = Output(as_json, json_out)
+    for searched in dict.fromkeys(r.searched for r in results):
+        print(f"searched: {searched}", file=sys.stderr)
     for n, res in enumerate(results):
         out.print(
             ("\n" if n else "") + f"query {res.query!r} through {res.how}; nearest of side {res.gallery}:"

@@ -182,13 +182,23 @@ def load_split_rows(data: EvalData, split_path: str | os.PathLike[str] | None = 
 
 
 def projected_chunks(
-    adapter: Adapter, side: str, arr: EmbeddingArray, normalize: bool
+    adapter: Adapter, side: str, arr: EmbeddingArray, normalize: bool, wanted: np.ndarray | None = None
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(rows, embeddings through the adapter) of the done rows, chunk by chunk: memory stays one chunk."""
+    """(rows, embeddings through the adapter) of the done rows, chunk by chunk: memory stays one chunk.
+
+    ``wanted`` (a boolean mask over rows) keeps only those rows; a chunk with none is not read at all,
+    so bringing an index up to date costs the new rows, not the whole array."""
     for c in range(arr.n_chunks()):
-        lo, _ = arr.chunk_bounds(c)
+        lo, hi = arr.chunk_bounds(c)
+        if wanted is not None and not wanted[lo:hi].any():
+            continue
         data, state, _ = arr.read_chunk(c)
-        done = np.flatnonzero(state == DONE)
+        keep = state == DONE
+        if wanted is not None:
+            mask = np.zeros(hi - lo, bool)
+            mask[: max(0, min(hi, wanted.size) - lo)] = wanted[lo:hi]
+            keep &= mask
+        done = np.flatnonzero(keep)
         if done.size == 0:
             continue
         with torch.no_grad():

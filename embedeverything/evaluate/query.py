@@ -9,6 +9,7 @@ adapter has a text side, or a side whose space a text encoder shares (``clip-tex
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..adapter import Adapter, load_adapter
-from ..errors import UserError
+from ..errors import EEWarning, UserError
 from ..files import read_user_text
 from ..inference import (
     decode_files,
@@ -29,6 +30,8 @@ from ..inference import (
     side_encoder,
     side_for_modality,
 )
+from ..search.lookup import SearchIndex, open_index
+from ..search.state import default_index
 from ..store import Store
 from .data import matching_array, projected_chunks, resolve_store_location
 
@@ -52,6 +55,7 @@ class QueryResult:
     gallery: str  # the side searched
     how: str
     hits: list[Hit] = field(default_factory=list)
+    searched: str = "exact scan of the store"  # or the index that answered
 
 
 def _plan(adapter: Adapter, item: str, side: str | None) -> tuple[str, str, str | Path]:
@@ -130,9 +134,14 @@ def query_many(
     k: int = 5,
     side: str | None = None,
     gallery: str | None = None,
+    index: str | os.PathLike[str] | None = None,
 ) -> list[QueryResult]:
     """The ``k`` nearest stored items of the other side for each input; the adapter, its encoders and
-    the store are opened once (``gallery`` overrides which side is searched)."""
+    the store are opened once (``gallery`` overrides which side is searched).
+
+    A search index (``index``, default ``index/`` beside the adapter; see :mod:`..search`) answers
+    where it is current for the store and side; where it is stale a warning says what, and the store
+    is scanned exactly."""
     if k < 1:
         raise UserError(f"--k must be >= 1, not {k}")
     if gallery not in (None, "a", "b"):
@@ -142,26 +151,55 @@ def query_many(
     path = Path(adapter_path)
     adapter = load_adapter(path)
     embedded = embed_queries(adapter, items, side)
-    store = Store.open(resolve_store_location(path, adapter, store_location), read_only=True)
+    location = resolve_store_location(path, adapter, store_location)
+    store = Store.open(location, read_only=True)
     meta = store.rows()
     results = [
         QueryResult(str(item), s, gallery or ("b" if s == "a" else "a"), how)
         for item, (_, s, how) in zip(items, embedded, strict=True)
     ]
-    for g in ("a", "b"):
+    wanted = sorted({r.gallery for r in results})
+    arrays = {g: matching_array(store, g, getattr(adapter.config, g)) for g in wanted}
+    found = open_index(index if index is not None else default_index(path), path, location, arrays)
+    for g in wanted:
         idx = [i for i, r in enumerate(results) if r.gallery == g]
-        if not idx:
-            continue
-        arr = matching_array(store, g, getattr(adapter.config, g))
-        scores, rows = _nearest(adapter, g, arr, np.stack([embedded[i][0] for i in idx]), k)
+        arr = arrays[g]
+        queries = np.stack([embedded[i][0] for i in idx])
+        scores, rows, searched = _search(adapter, g, arr, queries, k, found, meta["id"])
         if scores.shape[1] == 0:
             raise UserError(f"array {arr.key} of store {store.location} has no embedded rows to search")
         for i, sc, rw in zip(idx, scores.tolist(), rows.tolist(), strict=True):
+            results[i].searched = searched
             results[i].hits = [
                 Hit(rank + 1, str(meta["id"][r]), float(v), str(meta["label"][r]), str(meta["split"][r]))
                 for rank, (v, r) in enumerate(zip(sc, rw, strict=True))
             ]
     return results
+
+
+def _search(
+    adapter: Adapter,
+    side: str,
+    arr: Any,
+    queries: np.ndarray,
+    k: int,
+    found: SearchIndex | None,
+    ids: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(scores, rows, how it was searched): through the index where it is current, else exactly."""
+    if found is not None:
+        table, why = found.usable(side, arr, ids)
+        if table is not None:
+            unit = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+            return found.search(side, table, unit.astype(np.float32), k)
+        warnings.warn(
+            f"index {found.path} is stale for side {side} ({why}): searching exactly; "
+            "run `ee index` to bring it up to date",
+            EEWarning,
+            stacklevel=3,
+        )
+    scores, rows = _nearest(adapter, side, arr, queries, k)
+    return scores.numpy(), rows.numpy(), "exact scan of the store"
 
 
 def query(
