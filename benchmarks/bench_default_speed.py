@@ -110,19 +110,31 @@ print(json.dumps({"epochs_run": t.epochs_run, "best_epoch": t.best_epoch,
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ref", type=Path, required=True, help="the other checkout's root")
+    p.add_argument("--ref", type=Path, help="the other checkout's root")
     p.add_argument("--pairs", type=int, default=100_000)
     p.add_argument("--da", type=int, default=512)
     p.add_argument("--db", type=int, default=128)
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--train-arg", action="append", default=[], help="extra `ee train` argument (repeat)")
+    p.add_argument("--make-store", type=Path, help=argparse.SUPPRESS)  # one checkout's store, then exit
     a = p.parse_args()
+    if a.make_store:
+        make_store(a.make_store, a.pairs, a.da, a.db, seed=0)
+        return
+    if a.ref is None:
+        p.error("--ref is required")
     with tempfile.TemporaryDirectory(prefix="ee-speed-") as tmp:
-        store = Path(tmp) / "s.zarr"
-        make_store(store, a.pairs, a.da, a.db, seed=0)
+        checkouts = {"ref": a.ref.resolve(), "this": ROOT}
+        for name, checkout in checkouts.items():  # each its own store: the store format may differ
+            subprocess.run(
+                [sys.executable, __file__, "--make-store", str(Path(tmp) / f"{name}.zarr"),
+                 "--pairs", str(a.pairs), "--da", str(a.da), "--db", str(a.db)],
+                check=True, env={**os.environ, "PYTHONPATH": str(checkout)}, cwd=checkout,
+            )  # fmt: skip
         times: dict[str, list[tuple[float, float]]] = {"ref": [], "this": []}
         for r in range(a.repeat):
-            for name, checkout in (("ref", a.ref), ("this", ROOT)):
+            for name, checkout in checkouts.items():
+                store = Path(tmp) / f"{name}.zarr"
                 res = run_train(checkout, store, Path(tmp) / f"{name}{r}", a.train_arg)
                 times[name].append((res["seconds"], res["cpu_seconds"]))
                 print(f"{name:4s} run {r}: {res}", flush=True)
