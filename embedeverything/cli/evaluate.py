@@ -24,7 +24,7 @@ DatasetOption = Annotated[
 ]
 
 
-def _adapter_file(path: Path) -> None:
+def require_adapter_file(path: Path) -> None:
     """A missing adapter is said at once, before torch is imported (seconds) to read it."""
     from ..errors import UserError
 
@@ -108,7 +108,7 @@ def eval_cmd(
 
     if max_test_rows < 2:
         raise UserError(f"--max-test-rows must be >= 2, not {max_test_rows}")
-    _adapter_file(adapter)
+    require_adapter_file(adapter)
     from ..evaluate.card_meta import metadata_ids
 
     meta = {"license": (metadata_ids("license", license, most=1) or (None,))[0]}
@@ -183,7 +183,7 @@ def zeroshot_cmd(
     """Label audio or images with words through a text encoder that shares the adapter's space."""
     from ..errors import UserError
 
-    _adapter_file(adapter)
+    require_adapter_file(adapter)
     from ..evaluate import zeroshot as zs
 
     templates = tuple(template) if template else zs.TEMPLATES
@@ -272,7 +272,7 @@ def query_cmd(
 
     from ..errors import UserError
 
-    _adapter_file(adapter)
+    require_adapter_file(adapter)
     wanted = [*(items or []), *_read_queries(queries)]
     if not wanted:
         raise UserError("give a query (a file or words), or --queries FILE")
@@ -321,7 +321,7 @@ def export_cmd(
     ] = True,
 ) -> int:
     """The store's embeddings projected into the shared space, with their ids (Parquet or .npy)."""
-    _adapter_file(adapter)
+    require_adapter_file(adapter)
     from ..evaluate import export_embeddings
     from ..pair_data import run_folder
 
@@ -366,7 +366,7 @@ def figures_cmd(
 
     if max_points < 8:
         raise UserError(f"--max-points must be >= 8, not {max_points}")
-    _adapter_file(adapter)
+    require_adapter_file(adapter)
     with _steps_display() as on_step:
         paths = make_figures(
             adapter,

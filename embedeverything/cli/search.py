@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .app import app, examples
+from .evaluate import require_adapter_file
 from .output import JsonFlag, JsonOut, Output
 
 
@@ -56,8 +57,7 @@ def index_cmd(
     from ..search.state import ANN_MIN_ROWS, INDEX_TYPE, lancedb
 
     lancedb()  # the missing extra is said before the adapter is read
-    if not adapter.is_file():
-        raise UserError(f"no adapter file at {adapter} (train one with `ee train`)")
+    require_adapter_file(adapter)
     from ..search import build_index
 
     report = build_index(
