@@ -57,8 +57,18 @@ def _handle(op: str, arg: Any, root: str | None, image: dict[str, Any] | None) -
         _test_faults(path)
         full = Path(path) if Path(path).is_absolute() or root is None else Path(root) / path
         return probe(full, kind)
+    if op in RENDITIONS:
+        from . import renditions
+
+        if op == "upload":
+            return renditions.upload(arg[0], arg[1], image)
+        _test_faults(arg.get("path"))
+        return getattr(renditions, op)(arg, root)
     raise ValueError(f"unknown decoder request {op!r}")
 
+
+#: what ``ee serve`` asks of a decoder (see :mod:`.renditions`)
+RENDITIONS = ("thumbnail", "window", "text", "upload")
 
 READY = ("ready",)
 STARTUP_LIMIT = 120.0  # seconds a new worker may take to say it is ready
@@ -197,6 +207,13 @@ class DecoderPool:
         ``kind`` is video, image, audio or text; relative paths are taken from the pool's root.
         """
         return self._run([("probe", (str(path), kind)) for path, kind in files])
+
+    def render_all(self, op: str, args: Sequence[Any]) -> list[Any]:
+        """One result per argument of a :data:`RENDITIONS` request: bytes, text or a decoded upload, or
+        a :class:`BadItem` with the reason (refs as dicts, an upload as ``(path, kind)``)."""
+        if op not in RENDITIONS:
+            raise ValueError(f"unknown rendition {op!r}")
+        return self._run([(op, a) for a in args])
 
     def _run(self, requests: Sequence[tuple[str, Any]]) -> list[Any]:
         """Each request answered by some worker, in any order; results in the requests' order."""

@@ -29,6 +29,7 @@ LAYERS = {
     "embedeverything.evaluate": 1,
     "embedeverything.demo": 1,
     "embedeverything.search": 1,
+    "embedeverything.serve": 2,
     "embedeverything.pairing": 2,
     "embedeverything.pair_api": 2,
     "embedeverything.pair_data": 2,

@@ -22,6 +22,7 @@ from . import evaluate as _evaluate  # noqa: F401
 from . import ingest as _ingest  # noqa: F401
 from . import pair as _pair  # noqa: F401
 from . import search as _search  # noqa: F401
+from . import serve as _serve  # noqa: F401
 from . import store as _store  # noqa: F401
 from . import train as _train  # noqa: F401
 from . import weights as _weights  # noqa: F401

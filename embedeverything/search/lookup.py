@@ -116,24 +116,29 @@ def open_index(
 
 def nearest(table: Any, queries: np.ndarray, k: int, nprobes: int = NPROBES) -> tuple[np.ndarray, np.ndarray]:
     """Scores and rows ``[n_queries, <=k]``, best first (ties by row), for unit ``queries``."""
-    scores, rows = [], []
-    for q in queries:
-        hits = (
-            table.search(q.astype(np.float32))
-            .distance_type("dot")
-            .nprobes(nprobes)
-            .limit(k)
-            .select(["row", "vector", "_distance"])
-            .to_arrow()
-        )
-        r = hits["row"].to_numpy().astype(np.int64)
-        v = _vectors(hits["vector"], len(r))
-        s = v @ q if len(r) else np.zeros(0, np.float32)
-        order = np.lexsort((r, -s))
-        scores.append(s[order])
-        rows.append(r[order])
-    width = min((len(r) for r in rows), default=0)
-    return np.stack([s[:width] for s in scores]), np.stack([r[:width] for r in rows])
+    found = [nearest_one(table, q, k, nprobes) for q in queries]
+    width = min((len(f[1]) for f in found), default=0)
+    return np.stack([f[0][:width] for f in found]), np.stack([f[1][:width] for f in found])
+
+
+def nearest_one(
+    table: Any, query: np.ndarray, k: int, nprobes: int = NPROBES, columns: tuple[str, ...] = ()
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """(scores, rows, the hits' ``columns``) of the ``k`` nearest rows to one unit ``query``, best first,
+    ties by row; scores recomputed from the stored vectors."""
+    hits = (
+        table.search(query.astype(np.float32))
+        .distance_type("dot")
+        .nprobes(nprobes)
+        .limit(k)
+        .select(["row", "vector", "_distance", *columns])
+        .to_arrow()
+    )
+    r = hits["row"].to_numpy().astype(np.int64)
+    s = _vectors(hits["vector"], len(r)) @ query if len(r) else np.zeros(0, np.float32)
+    order = np.lexsort((r, -s))
+    extra = hits.select(list(columns)).to_pylist() if columns else [{} for _ in r]
+    return s[order], r[order], [extra[i] for i in order]
 
 
 def _vectors(column: Any, n: int) -> np.ndarray:

@@ -1,0 +1,52 @@
+"""Starting and stopping ``ee serve``: the engine, the listening socket, and a clean end on Ctrl-C."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .engine import Engine
+from .http import SearchServer
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+DEFAULT_MAX_UPLOAD_MB = 50.0
+
+
+def exposed(host: str) -> bool:
+    """Whether others than this machine's own users can reach ``host``."""
+    try:
+        return not ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host != "localhost"
+
+
+def serve(
+    adapter: str | os.PathLike[str],
+    store: str | None = None,
+    index: str | os.PathLike[str] | None = None,
+    manifest: str | os.PathLike[str] | None = None,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    on_ready: Callable[[SearchServer], None] | None = None,
+) -> None:
+    """Serve the search page until interrupted (KeyboardInterrupt ends it quietly)."""
+    engine = Engine(Path(adapter), store, index, manifest)
+    try:
+        server = SearchServer(engine, host, port, int(max_upload_mb * 2**20))
+    except BaseException:
+        engine.close()
+        raise
+    try:
+        if on_ready is not None:
+            on_ready(server)
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        server.server_close()
+        engine.close()
