@@ -39,6 +39,9 @@ def serve_cmd(
     max_upload_mb: Annotated[
         float, typer.Option(help="Largest file a query may upload, in MB (larger: 413).")
     ] = 50.0,
+    decode_timeout: Annotated[
+        float, typer.Option(help="Seconds one decode (upload, thumbnail, audio window) may take.")
+    ] = 20.0,
 ) -> int:
     """Serve a search page: words through the text tower, or a dropped image, audio or video file.
 
@@ -50,6 +53,8 @@ def serve_cmd(
         raise UserError(f"--port must be between 0 and 65535, not {port}")
     if not max_upload_mb > 0:
         raise UserError(f"--max-upload-mb must be > 0, not {max_upload_mb}")
+    if not decode_timeout > 0:
+        raise UserError(f"--decode-timeout must be > 0, not {decode_timeout}")
     from ..search.state import lancedb
 
     lancedb()  # the missing extra is said before the adapter is read
@@ -67,5 +72,5 @@ def serve_cmd(
                 flush=True,
             )
 
-    serve(adapter, store, index, manifest, host, port, max_upload_mb, on_ready=ready)
+    serve(adapter, store, index, manifest, host, port, max_upload_mb, decode_timeout, on_ready=ready)
     return 0

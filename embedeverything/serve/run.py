@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .engine import Engine
 from .http import SearchServer
+from .sandbox import TIMEOUT_S, Sandbox
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -32,10 +33,11 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    decode_timeout: float = TIMEOUT_S,
     on_ready: Callable[[SearchServer], None] | None = None,
 ) -> None:
     """Serve the search page until interrupted (KeyboardInterrupt ends it quietly)."""
-    engine = Engine(Path(adapter), store, index, manifest)
+    engine = Engine(Path(adapter), store, index, manifest, Sandbox(timeout=decode_timeout))
     try:
         server = SearchServer(engine, host, port, int(max_upload_mb * 2**20))
     except BaseException:
