@@ -15,4 +15,5 @@ if [ "${1:-}" = "--tests" ]; then
   for ex in examples/ee-*/; do
     [ -f "$ex/pyproject.toml" ] && python -m pip install -q -e "$ex"
   done
+  bash scripts/install_chromium.sh
 fi

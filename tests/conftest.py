@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import Browser, find_chromium, why_no_chromium
 
 from embedeverything.manifest import MediaRef, Pair, write_manifest
 
@@ -108,3 +110,22 @@ def _restore_environ():
     os.environ.clear()
     os.environ.update(_PRISTINE_ENV)
     yield
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium's path for the real-browser tests. The test setup installs it (scripts/setup.sh
+    --tests), so under CI=true its absence is a failure; on a developer's machine it is a skip."""
+    found = find_chromium()
+    if not found:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no chromium with CI=true: {why_no_chromium()}")
+        pytest.skip(f"no chromium: {why_no_chromium()}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser(chromium: str) -> Iterator[Browser]:
+    """One headless Chromium per test module: starting it costs far more than a page load."""
+    with Browser(chromium) as b:
+        yield b
