@@ -306,6 +306,19 @@ class Browser:
                 )
             time.sleep(interval)
 
+    def set_files(self, selector: str, paths: list[str | Path]) -> None:
+        """Choose ``paths`` in the page's file input ``selector``, as a user does (input and change fire)."""
+        found = self.send(
+            "Runtime.evaluate",
+            {"expression": f"document.querySelector({json.dumps(selector)})"},
+            session=self._session,
+        )
+        object_id = found.get("result", {}).get("objectId")
+        if not object_id:
+            raise BrowserError(f"no element {selector!r} in the page")
+        files = [str(Path(p).resolve()) for p in paths]
+        self.send("DOM.setFileInputFiles", {"files": files, "objectId": object_id}, session=self._session)
+
     def screenshot(self, path: str | Path, width: int | None = None, height: int | None = None) -> Path:
         """A PNG of the open page's viewport at ``width`` x ``height`` CSS pixels (scale 1)."""
         metrics = {

@@ -116,6 +116,7 @@ function render(data) {
     const section = el("section", "side-list");
     section.dataset.side = list.side;
     section.append(el("h2", null, `Side ${list.side}: ${list.encoder} (${list.modality}), ${list.rows} rows indexed`));
+    section.append(el("p", "note", `Outlined: the side ${list.side} item that matched; beside it, the rest of its pair.`));
     const ol = el("ol");
     for (const hit of list.hits) ol.append(renderHit(list.side, hit));
     if (!list.hits.length) section.append(el("p", "note", "no more hits on this side"));
