@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .engine import Engine
 from .http import SearchServer
@@ -36,13 +39,15 @@ def serve(
     decode_timeout: float = TIMEOUT_S,
     on_ready: Callable[[SearchServer], None] | None = None,
 ) -> None:
-    """Serve the search page until interrupted (KeyboardInterrupt ends it quietly)."""
+    """Serve the search page until Ctrl-C or SIGTERM, the two usual ways to stop a server: either ends it
+    cleanly (uploads folder removed, decoder processes ended) and the command exits 0."""
     engine = Engine(Path(adapter), store, index, manifest, Sandbox(timeout=decode_timeout))
     try:
         server = SearchServer(engine, host, port, int(max_upload_mb * 2**20))
     except BaseException:
         engine.close()
         raise
+    previous = _stop_on_sigterm()
     try:
         if on_ready is not None:
             on_ready(server)
@@ -52,3 +57,16 @@ def serve(
     finally:
         server.server_close()
         engine.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM ends the server as Ctrl-C does (in the main thread only, where signals are delivered)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
