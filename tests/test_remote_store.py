@@ -91,3 +91,31 @@ def test_embed_into_s3_and_read_back(tmp_path, s3_env):
 def test_missing_remote_store_is_one_line(s3_env):
     r = run_ee("store", "info", "s3://ee-bucket/nothing-here.zarr", env=s3_env)
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+
+
+def test_index_a_remote_store_locally_and_query_through_it(tmp_path, s3_env, monkeypatch, capsys):
+    """The index of a store in object storage is a local folder beside the adapter; the manifest, which
+    no local folder holds beside the store, is named with --manifest (without it: one line, exit 2)."""
+    pytest.importorskip("lancedb")
+    from conftest import ee_main
+
+    from embedeverything.train import make_config, train
+
+    for k, v in s3_env.items():
+        monkeypatch.setenv(k, v)
+    m = text_manifest(tmp_path / "m.jsonl", 24)
+    url = "s3://ee-bucket/indexed/store.zarr"
+    for side, dim in (("a", "12"), ("b", "20")):
+        opts = ["-o", f"dim={dim}", "-o", f"seed={ord(side)}"]
+        assert ee_main("embed", str(m), "-e", "test-text", "--side", side, "--store", url, *opts) == 0
+    run = train(url, None, None, tmp_path / "run", make_config(epochs=2, checkpoint_every_s=1e9, threads=1))
+    capsys.readouterr()
+    assert ee_main("index", str(run.adapter_path)) == 2
+    assert "--manifest" in capsys.readouterr().err
+    assert ee_main("index", str(run.adapter_path), "--manifest", str(m)) == 0
+    out = capsys.readouterr().out
+    assert f"of store {url}" in out and "24 rows, 24 added" in out
+    assert (run.adapter_path.parent / "index" / "ee-index.json").is_file()
+    assert ee_main("query", str(run.adapter_path), "t0003", "--k", "3") == 0
+    got = capsys.readouterr()
+    assert "searched: index" in got.err, got.err
