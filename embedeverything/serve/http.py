@@ -81,6 +81,8 @@ class SearchServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, engine: Engine, host: str, port: int, max_upload: int):
+        # before the socket: a failed bind calls server_close, which removes it
+        self.uploads = tempfile.TemporaryDirectory(prefix="ee-serve-")
         try:
             super().__init__((host, port), Handler)
         except OSError as e:
@@ -92,7 +94,6 @@ class SearchServer(ThreadingHTTPServer):
         self.port = int(self.server_address[1])
         self.hosts = allowed_hosts(host, self.port)
         self.any_ip = ipaddress.ip_address(host).is_unspecified if _is_ip_literal(host) else False
-        self.uploads = tempfile.TemporaryDirectory(prefix="ee-serve-")
         pkg = resources.files(__package__) / "page"
         self.page = {route: ((pkg / name).read_bytes(), ctype) for route, (name, ctype) in PAGE_FILES.items()}
 
