@@ -105,6 +105,9 @@ class SearchServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: SearchServer
     protocol_version = "HTTP/1.1"
+    # what a request line without a version (or one that cannot be parsed) is taken as: HTTP/0.9, the
+    # base class's default, is answered without a status line or headers, the security headers too
+    default_request_version = "HTTP/1.0"
     server_version = "ee-serve"
     sys_version = ""
 
@@ -143,6 +146,11 @@ class Handler(BaseHTTPRequestHandler):
         if close:
             self.close_connection = True
         self._json(status, {"error": message})
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """What the HTTP layer refuses itself (a malformed request line, an unknown method, an overlong
+        header) is answered as every other error: with the security headers, and the connection closed."""
+        self._error(code, message or self.responses.get(code, ("error",))[0], close=True)
 
     def _host_ok(self) -> bool:
         host = (self.headers.get("Host") or "").lower()
