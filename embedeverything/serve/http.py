@@ -81,6 +81,8 @@ class SearchServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, engine: Engine, host: str, port: int, max_upload: int):
+        # before the socket: a failed bind calls server_close, which removes it
+        self.uploads = tempfile.TemporaryDirectory(prefix="ee-serve-")
         try:
             super().__init__((host, port), Handler)
         except OSError as e:
@@ -92,7 +94,6 @@ class SearchServer(ThreadingHTTPServer):
         self.port = int(self.server_address[1])
         self.hosts = allowed_hosts(host, self.port)
         self.any_ip = ipaddress.ip_address(host).is_unspecified if _is_ip_literal(host) else False
-        self.uploads = tempfile.TemporaryDirectory(prefix="ee-serve-")
         pkg = resources.files(__package__) / "page"
         self.page = {route: ((pkg / name).read_bytes(), ctype) for route, (name, ctype) in PAGE_FILES.items()}
 
@@ -104,6 +105,9 @@ class SearchServer(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: SearchServer
     protocol_version = "HTTP/1.1"
+    # what a request line without a version (or one that cannot be parsed) is taken as: HTTP/0.9, the
+    # base class's default, is answered without a status line or headers, the security headers too
+    default_request_version = "HTTP/1.0"
     server_version = "ee-serve"
     sys_version = ""
 
@@ -142,6 +146,11 @@ class Handler(BaseHTTPRequestHandler):
         if close:
             self.close_connection = True
         self._json(status, {"error": message})
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """What the HTTP layer refuses itself (a malformed request line, an unknown method, an overlong
+        header) is answered as every other error: with the security headers, and the connection closed."""
+        self._error(code, message or self.responses.get(code, ("error",))[0], close=True)
 
     def _host_ok(self) -> bool:
         host = (self.headers.get("Host") or "").lower()
