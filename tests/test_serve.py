@@ -462,6 +462,27 @@ def test_uploads_are_refused_by_size_kind_and_pixels(server, tmp_path):
         assert status == 422 and says in res["error"] and "pixels" in res["error"], res
 
 
+def test_expect_100_continue_is_answered_after_the_upload_checks(server, data):
+    """curl asks before sending a body over 1 MB: a refused upload is refused then, never told to go on."""
+    expect = "Expect: 100-continue\r\n"
+    for name, length, status_wanted in (("big.png", 5 << 20, 413), ("x.svg", 100, 415)):
+        status, _, _ = raw(server, post_head(server, name, expect + f"Content-Length: {length}"), timeout=10)
+        assert status == status_wanted, name
+    origin = b"Origin: http://evil.example\r\nContent-Length: 10\r\n"
+    foreign = request(server, b"/api/upload?name=x.png", b"POST", extra=origin + expect.encode())
+    assert raw(server, foreign)[0] == 403
+    png = png_of(data, 0)
+    head = post_head(server, "ok.png", expect + f"Content-Length: {len(png)}")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(head)
+        assert s.recv(1 << 16).startswith(b"HTTP/1.1 100")
+        s.sendall(png)
+        got = b""
+        while piece := s.recv(1 << 16):
+            got += piece
+    assert got.split(b" ", 2)[1] == b"200", got[:200]
+
+
 def test_audio_is_decoded_for_at_most_30_s(tmp_path):
     from embedeverything.renditions import MAX_AUDIO_S, window
     from embedeverything.renditions import upload as decode_upload

@@ -14,7 +14,7 @@ import sys
 import pytest
 from conftest import ee_main
 from media import write_tone
-from search_page import problems, search_file, search_words
+from search_page import SETTLED, problems, search_file, search_words
 
 from embedeverything.demo import make_demo_videos
 
@@ -90,3 +90,19 @@ def test_manifest_strings_show_as_text_and_run_nothing(served, browser):
     assert HOSTILE in labels
     assert browser.evaluate("window.pwned === undefined")
     assert browser.evaluate("document.querySelectorAll('#results img[src=\"x\"]').length") == 0
+
+
+def test_a_file_over_the_upload_limit_is_refused_before_it_is_sent(served, browser, tmp_path):
+    url, _ = served
+    big = tmp_path / "long recording.wav"
+    with open(big, "wb") as f:  # sparse: its size is what the page reads
+        f.truncate(51 << 20)
+    browser.open(url)
+    browser.wait_for(SETTLED, timeout=60)
+    browser.set_files("#file", [big])
+    status = browser.wait_for(
+        "document.getElementById('status').classList.contains('error') && "
+        "document.getElementById('status').textContent",
+        timeout=10,
+    )
+    assert status == "long recording.wav is larger than the server's limit of 50 MB"

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import secrets
 import socket
 import sys
 import tempfile
+import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -174,7 +176,7 @@ class Handler(BaseHTTPRequestHandler):
             elif path == "/favicon.ico":
                 self._send(204, b"", "image/x-icon", cache="max-age=86400")
             elif path == "/api/info":
-                self._json(200, self.server.engine.info())
+                self._json(200, {**self.server.engine.info(), "max_upload_bytes": self.server.max_upload})
             elif path == "/api/search":
                 self._search(parse_qs(query, keep_blank_values=True))
             elif m := MEDIA.fullmatch(path):
@@ -185,24 +187,68 @@ class Handler(BaseHTTPRequestHandler):
             self._error(e.status, str(e))
         except UserError as e:  # the index went stale under the server (another adapter, another store)
             self._error(409, str(e))
+        except (BrokenPipeError, ConnectionResetError):  # the client went away
+            self.close_connection = True
+        except Exception as e:
+            self._internal(e)
 
     def do_POST(self) -> None:
-        if not self._host_ok():
-            return
-        origin = self.headers.get("Origin")
-        if origin is not None and origin.lower() != f"http://{(self.headers.get('Host') or '').lower()}":
-            self._error(403, "uploads are taken only from this server's own page", close=True)
-            return
-        path, _, query = self.path.partition("?")
-        if path != "/api/upload":
-            self._error(404, "not found", close=True)
+        refused = self._refusal()
+        if refused is not None:
+            self._error(*refused, close=True)  # the body, unread, goes with the connection
             return
         try:
-            self._upload(parse_qs(query, keep_blank_values=True))
+            self._upload(parse_qs(self.path.partition("?")[2], keep_blank_values=True))
         except QueryError as e:
-            self._error(e.status, str(e), close=e.status in (400, 411, 413, 415))
+            self._error(e.status, str(e), close=e.status in (400, 411, 413, 415, 507))
         except UserError as e:
             self._error(409, str(e))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as e:
+            self._internal(e)
+
+    def _internal(self, e: Exception) -> None:
+        """A bug: one line for the page, one on stderr (the traceback with EE_DEBUG=1), and the server
+        goes on serving."""
+        if os.environ.get("EE_DEBUG"):
+            traceback.print_exc()
+        print(f"500 {ascii(self.requestline)}: {type(e).__name__}: {ascii(str(e))}", file=sys.stderr)
+        self._error(500, f"internal error ({type(e).__name__}); the server's terminal says more", close=True)
+
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue`` (curl sends it for bodies over 1 MB): the upload's checks first, so a
+        client told to go on is one whose upload will be read."""
+        refused = self._refusal() if self.command == "POST" else None
+        if refused is not None:
+            self._error(*refused, close=True)
+            return False
+        return super().handle_expect_100()
+
+    def _refusal(self) -> tuple[int, str] | None:
+        """Why an upload is refused before a byte of it is read: (status, message), or None."""
+        host = (self.headers.get("Host") or "").lower()
+        if not (host in self.server.hosts or (self.server.any_ip and _is_ip_literal(host))):
+            return 403, "this server answers only to the address it listens on"
+        origin = self.headers.get("Origin")
+        if origin is not None and origin.lower() != f"http://{host}":
+            return 403, "uploads are taken only from this server's own page"
+        path, _, query = self.path.partition("?")
+        if path != "/api/upload":
+            return 404, "not found"
+        try:
+            upload_kind((parse_qs(query).get("name") or [""])[0])
+        except QueryError as e:
+            return e.status, str(e)
+        chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
+        length = self.headers.get("Content-Length")
+        if chunked:
+            return None
+        if length is None or not length.isdigit():
+            return 411, "an upload needs a Content-Length"
+        if int(length) > self.server.max_upload:
+            return 413, too_big(self.server.max_upload)
+        return None
 
     def _search(self, args: dict[str, list[str]]) -> None:
         engine = self.server.engine
@@ -224,34 +270,33 @@ class Handler(BaseHTTPRequestHandler):
 
     def _upload(self, args: dict[str, list[str]]) -> None:
         name = (args.get("name") or [""])[0]
-        upload_kind(name)  # 415 before a byte is read
         ext = Path(name).suffix.lower()
         target = Path(self.server.uploads.name) / f"q-{secrets.token_hex(8)}{ext}"
         try:
-            self._receive(target)
+            try:
+                self._receive(target)
+            except OSError as e:  # the disk under the uploads folder, full or failing
+                raise QueryError(507, f"the server could not keep the upload ({e.strerror or e})") from None
             token = self.server.engine.file_query(target, name, (args.get("pick") or [None])[0])
         finally:
             target.unlink(missing_ok=True)
         self._json(200, self.server.engine.search(token, 0))
 
     def _receive(self, target: Path) -> None:
-        """The request body into ``target``, refused (413) as soon as it is known to be too large."""
-        limit = self.server.max_upload
-        too_big = f"the file is larger than the server's limit of {limit / 2**20:g} MB (--max-upload-mb)"
+        """The request body into ``target``, refused (413) as soon as it grows past the limit."""
         chunked = "chunked" in (self.headers.get("Transfer-Encoding") or "").lower()
-        length = self.headers.get("Content-Length")
-        if not chunked:
-            if length is None or not length.isdigit():
-                raise QueryError(411, "an upload needs a Content-Length")
-            if int(length) > limit:
-                raise QueryError(413, too_big)
+        length = 0 if chunked else int(self.headers["Content-Length"])  # checked by _refusal
         got = 0
         with open(target, "wb") as f:
-            for piece in _chunks(self.rfile) if chunked else _sized(self.rfile, int(length or 0)):
+            for piece in _chunks(self.rfile) if chunked else _sized(self.rfile, length):
                 got += len(piece)
-                if got > limit:
-                    raise QueryError(413, too_big)
+                if got > self.server.max_upload:
+                    raise QueryError(413, too_big(self.server.max_upload))
                 f.write(piece)
+
+
+def too_big(limit: int) -> str:
+    return f"the file is larger than the server's limit of {limit / 2**20:g} MB (--max-upload-mb)"
 
 
 def _sized(rfile: Any, n: int) -> Any:

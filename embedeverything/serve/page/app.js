@@ -154,6 +154,11 @@ function isVideo(name) {
 
 async function upload(file, pick) {
   $("pick").hidden = true;
+  const limit = state.info && state.info.max_upload_bytes;
+  if (limit && file.size > limit) {  // the server would refuse it (413) only after the browser sent it
+    say(`${file.name} is larger than the server's limit of ${(limit / 1048576).toFixed(0)} MB`, true);
+    return;
+  }
   say(`searching by ${file.name}…`);
   const url = `/api/upload?name=${encodeURIComponent(file.name)}` + (pick ? `&pick=${pick}` : "");
   try { render(await call(url, { method: "POST", body: file })); }
