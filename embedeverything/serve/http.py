@@ -16,6 +16,7 @@ Rules (docs/search.md says why each exists):
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
@@ -82,16 +83,26 @@ def _is_ip_literal(host: str) -> bool:
 class SearchServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, engine: Engine, host: str, port: int, max_upload: int):
+    def __init__(self, engine: Engine | None, host: str, port: int, max_upload: int):
+        """Listening from here on; ``engine`` may come later (bound first, a taken port is said before
+        the encoders load)."""
         # before the socket: a failed bind calls server_close, which removes it
         self.uploads = tempfile.TemporaryDirectory(prefix="ee-serve-")
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
-            super().__init__((host, port), Handler)
-        except OSError as e:
+            super().__init__((host.strip("[]"), port), Handler)
+        except socket.gaierror as e:
             raise UserError(
-                f"cannot listen on {host}:{port} ({e.strerror}): pick another --port, or --port 0 for a free one"
+                f"cannot listen on {host}: not an address of this machine ({e.strerror})"
             ) from None
-        self.engine = engine
+        except OSError as e:
+            fix = (
+                "pick another --port, or --port 0 for a free one"
+                if e.errno in (errno.EADDRINUSE, errno.EACCES)
+                else "give --host an address of this machine"
+            )
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror}): {fix}") from None
+        self.engine: Engine = engine  # type: ignore[assignment]
         self.max_upload = max_upload
         self.port = int(self.server_address[1])
         self.hosts = allowed_hosts(host, self.port)

@@ -41,12 +41,13 @@ def serve(
 ) -> None:
     """Serve the search page until Ctrl-C or SIGTERM, the two usual ways to stop a server: either ends it
     cleanly (uploads folder removed, decoder processes ended) and the command exits 0."""
-    engine = Engine(Path(adapter), store, index, manifest, Sandbox(timeout=decode_timeout))
+    server = SearchServer(None, host, port, int(max_upload_mb * 2**20))
     try:
-        server = SearchServer(engine, host, port, int(max_upload_mb * 2**20))
+        server.engine = Engine(Path(adapter), store, index, manifest, Sandbox(timeout=decode_timeout))
     except BaseException:
-        engine.close()
+        server.server_close()
         raise
+    engine = server.engine
     previous = _stop_on_sigterm()
     try:
         if on_ready is not None:
