@@ -119,6 +119,7 @@ class Engine:
         self._embed_lock = threading.Lock()
         self._encoders: dict[str, Any] = {}
         self._queries: OrderedDict[str, Query] = OrderedDict()
+        self._queries_lock = threading.Lock()
         self.text_how, self.text_off = self._text_route()
 
     def _check_record(self) -> None:
@@ -200,9 +201,10 @@ class Engine:
     def _remember(self, vector: np.ndarray, side: str, how: str, what: str) -> str:
         unit = vector / max(float(np.linalg.norm(vector)), 1e-12)
         token = secrets.token_urlsafe(12)
-        self._queries[token] = Query(unit.astype(np.float32), side, how, what)
-        while len(self._queries) > QUERY_CACHE:
-            self._queries.popitem(last=False)
+        with self._queries_lock:  # requests run in threads of their own
+            self._queries[token] = Query(unit.astype(np.float32), side, how, what)
+            while len(self._queries) > QUERY_CACHE:
+                self._queries.popitem(last=False)
         return token
 
     def text_query(self, words: str) -> str:
@@ -242,7 +244,8 @@ class Engine:
 
     def search(self, token: str, page: int = 0) -> dict[str, Any]:
         """One page of hits per indexed side for a remembered query."""
-        q = self._queries.get(token)
+        with self._queries_lock:
+            q = self._queries.get(token)
         if q is None:
             raise QueryError(404, "that query has expired: search again")
         if page < 0 or page * PER_PAGE >= MAX_HITS:
