@@ -623,6 +623,7 @@ def test_cli_mistakes_are_one_line(data, tmp_path, capsys, monkeypatch):
     assert ee_main("serve", str(tmp_path / "none.safetensors")) == 2
     assert "no adapter file" in capsys.readouterr().err
     assert list(tmp_path.glob("ee-serve-*")) == []  # a server that did not start leaves no folder
+    assert not (tmp_path / "none").exists()  # nor an empty index folder where it looked for one
 
 
 # -- while it runs

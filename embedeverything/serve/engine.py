@@ -111,11 +111,11 @@ class Engine:
         self.arrays = {s: matching_array(store, s, getattr(self.adapter.config, s)) for s in SIDES}
         self.catalog = Catalog(store, manifest_path(self.location, manifest))
         self.sandbox = sandbox if sandbox is not None else Sandbox()
-        self._db = lancedb().connect(str(self.index_dir), read_consistency_interval=timedelta(0))
         self._tables: dict[str, Any] = {}
         self._record_stamp: tuple[int, int] | None = None
         self.record: dict[str, Any] = {}
-        self._check_record()
+        self._check_record()  # before connecting: LanceDB makes the folder it is pointed at
+        self._db = lancedb().connect(str(self.index_dir), read_consistency_interval=timedelta(0))
         self._embed_lock = threading.Lock()
         self._encoders: dict[str, Any] = {}
         self._queries: OrderedDict[str, Query] = OrderedDict()
