@@ -223,7 +223,7 @@ def find_text_tower(adapter: Adapter) -> TextTower:
             return TextTower(side, enc, f"{enc.name} shares {ident.name}'s space {ident.shared_space!r}")
     spaces = [f"{s}: {getattr(cfg, s).identity.name} ({getattr(cfg, s).identity.shared_space})" for s in "ab"]
     raise UserError(
-        "zero-shot needs a text encoder in the adapter's space: neither side is text, and no installed text "
+        "words need a text encoder in the adapter's space: neither side is text, and no installed text "
         f"encoder declares the shared space of a side ({'; '.join(spaces)}); install one (clip-text for clip)"
     )
 

@@ -398,5 +398,5 @@ def test_no_text_tower_is_a_clear_error(mlp_run):
         for s, m in (("a", "image"), ("b", "audio"))
     }
     ad.config = c.model_copy(update=sides)
-    with pytest.raises(UserError, match="zero-shot needs a text encoder in the adapter's space"):
+    with pytest.raises(UserError, match="words need a text encoder in the adapter's space"):
         find_text_tower(ad)

@@ -483,6 +483,20 @@ def test_expect_100_continue_is_answered_after_the_upload_checks(server, data):
     assert got.split(b" ", 2)[1] == b"200", got[:200]
 
 
+def test_a_client_that_sends_the_whole_refused_upload_still_reads_the_refusal(server):
+    """A browser sends the whole body before it reads the answer: the 413 must reach it, not a
+    connection reset from a socket closed with unread data."""
+    body = b"\0" * (5 << 20)
+    head = post_head(server, "big.wav", f"Content-Length: {len(body)}")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(head + body)
+        got = b""
+        while piece := s.recv(1 << 16):
+            got += piece
+    assert got.split(b" ", 2)[1] == b"413", got[:200]
+    assert "--max-upload-mb" in json.loads(got.partition(b"\r\n\r\n")[2])["error"]
+
+
 def test_audio_is_decoded_for_at_most_30_s(tmp_path):
     from embedeverything.renditions import MAX_AUDIO_S, window
     from embedeverything.renditions import upload as decode_upload

@@ -25,6 +25,7 @@ import secrets
 import socket
 import sys
 import tempfile
+import time
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,6 +52,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 CHUNK = 1 << 16
+LINGER_S = 2.0  # seconds a refused upload's remaining body is read and dropped before closing
+LINGER_BYTES = 256 << 20  # ... and at most this much of it
 
 
 def allowed_hosts(host: str, port: int) -> set[str]:
@@ -159,6 +162,25 @@ class Handler(BaseHTTPRequestHandler):
         if close:
             self.close_connection = True
         self._json(status, {"error": message})
+        if close and self.command == "POST":
+            self._linger()
+
+    def _linger(self) -> None:
+        """After refusing a body unread: stop sending, then read and drop what the client still sends,
+        for a moment. A socket closed with unread data is reset, and a browser that sends its whole
+        upload before reading would see that reset instead of the refusal."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(LINGER_S / 4)
+            deadline, got = time.monotonic() + LINGER_S, 0
+            while time.monotonic() < deadline and got < LINGER_BYTES:
+                piece = self.connection.recv(CHUNK)
+                if not piece:
+                    break
+                got += len(piece)
+        except OSError:  # the client went away, or went quiet: either way the answer is out
+            pass
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """What the HTTP layer refuses itself (a malformed request line, an unknown method, an overlong
