@@ -52,7 +52,7 @@ def thumbnail(ref: dict[str, Any], root: str | None) -> bytes:
     from .decode import decode, resolve
 
     r = MediaRef.model_validate(ref)
-    if r.kind not in ("image", "video_frame"):
+    if r.modality != "image":
         raise BadItem(f"a {r.kind} has no thumbnail")
     if r.kind == "image":
         image_pixels_ok(resolve(r, root))
@@ -69,7 +69,7 @@ def window(ref: dict[str, Any], root: str | None) -> bytes:
     from .decode import decode
 
     r = MediaRef.model_validate(ref)
-    if r.kind not in ("audio", "video_audio"):
+    if r.modality != "audio":
         raise BadItem(f"a {r.kind} has no audio")
     start = r.start or 0.0
     end = start + MAX_AUDIO_S if r.end is None else min(r.end, start + MAX_AUDIO_S)

@@ -11,6 +11,11 @@ from .app import app, examples
 from .evaluate import require_adapter_file
 from .output import JsonFlag, JsonOut, Output
 
+#: where the index of ``ee index`` lives, for the commands that build or serve it
+IndexDir = Annotated[
+    Path | None, typer.Option("--index", help="Index folder (default: index/ beside the adapter).")
+]
+
 
 @app.command(
     "index",
@@ -26,9 +31,7 @@ def index_cmd(
         str | None, typer.Option(help="Store to index (default: the one the adapter was trained on).")
     ] = None,
     side: Annotated[str, typer.Option(help="Which side to index: a, b or both.")] = "both",
-    index: Annotated[
-        Path | None, typer.Option("--index", help="Index folder (default: index/ beside the adapter).")
-    ] = None,
+    index: IndexDir = None,
     manifest: Annotated[
         Path | None,
         typer.Option(

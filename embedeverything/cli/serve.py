@@ -10,6 +10,7 @@ import typer
 
 from .app import app, examples
 from .evaluate import require_adapter_file
+from .search import IndexDir
 
 
 @app.command(
@@ -25,9 +26,7 @@ def serve_cmd(
     store: Annotated[
         str | None, typer.Option(help="The indexed store (default: the one the adapter was trained on).")
     ] = None,
-    index: Annotated[
-        Path | None, typer.Option("--index", help="Index folder (default: index/ beside the adapter).")
-    ] = None,
+    index: IndexDir = None,
     manifest: Annotated[
         Path | None,
         typer.Option(help="Where the rows' media are named (default: manifest.jsonl beside the store)."),

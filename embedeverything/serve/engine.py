@@ -25,8 +25,9 @@ from ..adapter import load_adapter
 from ..decode import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, resolve
 from ..errors import BadItem, UserError
 from ..evaluate.data import matching_array, resolve_store_location
-from ..inference import embed_items, find_text_tower, side_encoder, side_for_modality
+from ..inference import embed_items, file_kind, find_text_tower, side_encoder, side_for_modality
 from ..manifest import MediaRef, read_manifest
+from ..renditions import MAX_AUDIO_S
 from ..search.build import manifest_path
 from ..search.lookup import nearest_one
 from ..search.state import (
@@ -298,12 +299,12 @@ class Engine:
         for f in ("t", "start", "end"):
             if getattr(ref, f) is not None:
                 out[f] = getattr(ref, f)
-        if ref.kind in ("image", "video_frame"):
+        if ref.modality == "image":
             out["src"] = f"/media/{side}/{row}.jpg"
-        elif ref.kind in ("audio", "video_audio"):
+        elif ref.modality == "audio":
             out["src"] = f"/media/{side}/{row}.wav"
             if ref.start is not None and ref.end is not None:
-                out["duration"] = round(min(ref.end - ref.start, self.sandbox.max_audio_s), 3)
+                out["duration"] = round(min(ref.end - ref.start, MAX_AUDIO_S), 3)
         elif ref.kind == "text":
             out["text"] = ref.text
             out["_ref"] = ref
@@ -323,8 +324,7 @@ class Engine:
     def media(self, side: str, row: int, ext: str) -> bytes | None:
         """A hit's thumbnail (jpg) or audio window (wav), re-encoded in the sandbox; None: no such media."""
         ref = self.catalog.ref(side, row)
-        want = {"jpg": ("image", "video_frame"), "wav": ("audio", "video_audio")}[ext]
-        if ref is None or ref.kind not in want:
+        if ref is None or ref.modality != {"jpg": "image", "wav": "audio"}[ext]:
             return None
         return self.sandbox.render("thumbnail" if ext == "jpg" else "window", ref, self.catalog.root)
 
@@ -333,10 +333,14 @@ class Engine:
 
 
 def upload_kind(name: str) -> str:
-    """image, audio or video, from an uploaded file's name; anything else is refused."""
-    ext = Path(name).suffix.lower()
-    for kind, exts in UPLOAD_KINDS.items():
-        if ext in exts:
-            return kind
-    known = ", ".join(sorted(IMAGE_EXTENSIONS | AUDIO_EXTENSIONS | VIDEO_EXTENSIONS))
-    raise QueryError(415, f"cannot search by a {ext or 'nameless'} file; known kinds: {known}")
+    """image, audio or video, from an uploaded file's name (as ``ee query`` reads a file's kind); anything
+    else is refused."""
+    try:
+        kind = file_kind(Path(name))
+    except UserError:
+        kind = ""
+    if kind not in UPLOAD_KINDS:
+        ext = Path(name).suffix.lower()
+        known = ", ".join(sorted(IMAGE_EXTENSIONS | AUDIO_EXTENSIONS | VIDEO_EXTENSIONS))
+        raise QueryError(415, f"cannot search by a {ext or 'nameless'} file; known kinds: {known}")
+    return kind

@@ -51,6 +51,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+FOREIGN_HOST = "this server answers only to the address it listens on"
 CHUNK = 1 << 16
 LINGER_S = 2.0  # seconds a refused upload's remaining body is read and dropped before closing
 LINGER_BYTES = 256 << 20  # ... and at most this much of it
@@ -187,11 +188,17 @@ class Handler(BaseHTTPRequestHandler):
         header) is answered as every other error: with the security headers, and the connection closed."""
         self._error(code, message or self.responses.get(code, ("error",))[0], close=True)
 
-    def _host_ok(self) -> bool:
+    def _host(self) -> str | None:
+        """The request's Host header when it names this server (see :func:`allowed_hosts`), else None."""
         host = (self.headers.get("Host") or "").lower()
         if host in self.server.hosts or (self.server.any_ip and _is_ip_literal(host)):
+            return host
+        return None
+
+    def _host_ok(self) -> bool:
+        if self._host() is not None:
             return True
-        self._error(403, "this server answers only to the address it listens on", close=True)
+        self._error(403, FOREIGN_HOST, close=True)
         return False
 
     # -- routes
@@ -260,9 +267,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def _refusal(self) -> tuple[int, str] | None:
         """Why an upload is refused before a byte of it is read: (status, message), or None."""
-        host = (self.headers.get("Host") or "").lower()
-        if not (host in self.server.hosts or (self.server.any_ip and _is_ip_literal(host))):
-            return 403, "this server answers only to the address it listens on"
+        host = self._host()
+        if host is None:
+            return 403, FOREIGN_HOST
         origin = self.headers.get("Origin")
         if origin is not None and origin.lower() != f"http://{host}":
             return 403, "uploads are taken only from this server's own page"

@@ -17,7 +17,6 @@ from ..decoder_pool import DecoderPool
 from ..errors import BadItem
 from ..images import ImageDecoding
 from ..manifest import MediaRef
-from ..renditions import MAX_AUDIO_S
 
 SLOTS = 2
 TIMEOUT_S = 20.0  # seconds one decode may take before its process is killed
@@ -35,7 +34,6 @@ class Sandbox:
     """:data:`SLOTS` decoder processes, each its own pool, lent to one request at a time."""
 
     def __init__(self, slots: int = SLOTS, timeout: float = TIMEOUT_S):
-        self.max_audio_s = MAX_AUDIO_S
         self._free: queue.Queue[DecoderPool] = queue.Queue()
         self._pools = [DecoderPool(workers=1, timeout=timeout) for _ in range(max(1, slots))]
         for p in self._pools:
