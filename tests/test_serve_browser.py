@@ -6,15 +6,11 @@ one class folder carries a name that is HTML, which must show as text and run no
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-
 import pytest
 from conftest import ee_main
 from media import write_tone
 from search_page import SETTLED, problems, search_file, search_words
+from serving import Server
 
 from embedeverything.demo import make_demo_videos
 
@@ -38,24 +34,11 @@ def served(tmp_path_factory):
     assert status == 0
     adapter = root / "run" / "train" / "adapter.safetensors"
     assert ee_main("index", str(adapter)) == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "embedeverything", "serve", str(adapter), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    srv = Server([str(adapter)], root / "server")
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("serving "), line + proc.stderr.read()
-        url = line.split(" at ", 1)[1].split(" ", 1)[0]
-        yield url, root
+        yield f"http://{srv.hostport}/", root
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        srv.stop()
 
 
 def test_a_text_query_in_the_url_shows_every_hit_with_its_media(served, browser):
